@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install the reference implementation (Meta's audiocraft, PyTorch) used by the parity tests
+# and the side-by-side benchmarks. torch 2.13.0 resolves to the CPU wheel these machines carry;
+# audiocraft's own pins (torch 2.1, ...) cannot be met, so it goes in with --no-deps plus the few
+# small packages its LM, codec and conditioner modules import. torchaudio, spacy and laion_clap
+# are replaced by stub modules in tests/reference.py.
+set -euo pipefail
+PY=${PYTHON:-python}
+$PY -m pip install -q torch==2.13.0
+$PY -m pip install -q --no-deps audiocraft==1.3.0 encodec==0.1.1 xformers==0.0.35
+$PY -m pip install -q einops omegaconf julius av soundfile num2words flashy huggingface_hub \
+    torchmetrics librosa "transformers>=4.40" sentencepiece

@@ -1,0 +1,59 @@
+"""Import the reference (audiocraft) for parity tests, with stub modules for what cannot load here.
+
+torchaudio on PyPI is a CUDA build that fails to load on these machines, and spacy / laion_clap
+are not needed by anything we compare against. We install stub modules for them before
+audiocraft is imported. A stub attribute is a class that raises when *used*, so an accidental
+dependency on one shows up as a clear error instead of silently wrong numbers.
+
+With MAGNET_JAX_REQUIRE_REFERENCE=1 (set by .ci/run) a parity test that cannot import the
+reference FAILS instead of skipping: a skipped parity test proves nothing.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import os
+import sys
+import types
+
+import pytest
+
+STUBBED = ("torchaudio", "torchaudio.transforms", "torchaudio.functional", "spacy", "laion_clap")
+
+
+def _stub_attribute(module: str, name: str) -> type:
+    def _raise(*args, **kwargs):
+        raise RuntimeError(f"{module}.{name} is a test stub: the reference path used it, "
+                           f"which this comparison should not need")
+    return type(name, (), {"__init__": _raise, "__call__": _raise})
+
+
+def install_stubs() -> None:
+    """Put stub modules for torchaudio, spacy and laion_clap into sys.modules (idempotent)."""
+    for name in STUBBED:
+        if name in sys.modules:
+            continue
+        mod = types.ModuleType(name)
+        mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        mod.__getattr__ = (lambda n, _m=name: _stub_attribute(_m, n)
+                           if not n.startswith("__") else (_ for _ in ()).throw(AttributeError(n)))
+        sys.modules[name] = mod
+    sys.modules["torchaudio"].transforms = sys.modules["torchaudio.transforms"]
+    sys.modules["torchaudio"].functional = sys.modules["torchaudio.functional"]
+
+
+def reference_required() -> bool:
+    return os.environ.get("MAGNET_JAX_REQUIRE_REFERENCE", "") not in ("", "0")
+
+
+def require(module: str):
+    """Import a reference module, or fail (CI) / skip (laptop) with the reason."""
+    install_stubs()
+    try:
+        return importlib.import_module(module)
+    except Exception as err:  # noqa: BLE001 - any import failure means no reference
+        msg = (f"reference module {module} cannot be imported ({type(err).__name__}: {err}); "
+               f"install it with `bash scripts/install_reference.sh`")
+        if reference_required():
+            pytest.fail(msg)
+        pytest.skip(msg)
