@@ -33,6 +33,12 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("cond_embed", None),          # text encoder width feeding output_proj
     ("channels", None),            # codec channels
     ("time", None),                # codec samples / frames
+    # activations get their own names so a parameter rule (embed -> fsdp) never collides
+    # with the batch axis that already uses fsdp.
+    ("act_embed", None),
+    ("act_heads", "tensor"),
+    ("act_mlp", "tensor"),
+    ("act_vocab", "tensor"),
 )
 
 
