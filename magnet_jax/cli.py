@@ -1,0 +1,42 @@
+"""The ``magnet-jax`` command: one verb per capability, each registered by its own module.
+
+Each verb module exposes ``register(subparsers)`` which adds its parser and sets ``func`` to a
+callable taking the parsed args and returning an exit code. Errors a user can fix are raised as
+``UserError`` and printed as one clear line, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# module path for each group of verbs; a module listed here must exist.
+VERB_MODULES: tuple[str, ...] = (
+    "magnet_jax.lm.cli",        # sample, convert-lm
+    "data_pipelines.cli",       # synth-corpus, tokenize
+)
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="magnet-jax", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="verb", required=True)
+    for name in VERB_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"magnet-jax {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
