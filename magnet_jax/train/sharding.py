@@ -20,6 +20,7 @@ MESH_AXES: tuple[str, ...] = ("data", "fsdp", "tensor")
 # logical axis name -> mesh axis (or tuple of mesh axes, or None for replicated).
 LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("batch", ("data", "fsdp")),   # the batch splits over every data-parallel axis
+    ("layers", None),              # the stacked-layers axis that lax.scan runs over
     ("length", None),              # sequence positions stay whole (band mask, span scores)
     ("cond_length", None),         # text-condition positions
     ("codebooks", None),           # the n_q streams

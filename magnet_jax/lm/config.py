@@ -1,0 +1,61 @@
+"""The MAGNeT LM's hyperparameters, as one frozen dataclass.
+
+Field names follow audiocraft's ``transformer_lm`` config (dim, num_heads, num_layers, n_q, card,
+subcodes_context, span_len) so that a released checkpoint's ``xp.cfg`` maps onto it 1:1
+(see ``magnet_jax.lm.convert.lm_config_from_xp``).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class LMConfig:
+    dim: int = 1024                 # transformer width D
+    num_heads: int = 16
+    num_layers: int = 24
+    ffn_dim: int = 4096             # hidden_scale * dim in audiocraft
+    n_q: int = 4                    # codebooks (= stages)
+    card: int = 2048                # codebook size; the mask token id is `card`
+    subcodes_context: int = 5       # band half-width for stages > 0; -1 = unrestricted
+    span_len: int = 3               # masking span length L (training and decoding)
+    frame_rate: int = 50            # codec frames per second
+    segment_duration: float = 10.0  # seconds; sequence length T = frame_rate * segment_duration
+    max_period: float = 10_000.0    # sinusoidal positional embedding
+    positional_scale: float = 1.0
+    norm_eps: float = 1e-5
+    cross_attention: bool = True    # text conditioning by cross-attention
+    compute_dtype: str = "float32"  # "float32" or "bfloat16"; params are always float32
+
+    def __post_init__(self) -> None:
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if (self.dim // 2) < 2:
+            raise ValueError(f"dim {self.dim} is too small for the sinusoidal embedding")
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"compute_dtype {self.compute_dtype!r}: use 'float32' or 'bfloat16'")
+        if self.n_q < 1 or self.card < 2:
+            raise ValueError(f"n_q={self.n_q}, card={self.card}: need n_q >= 1 and card >= 2")
+
+    @property
+    def mask_id(self) -> int:
+        """The special token that marks a masked position (one extra embedding row)."""
+        return self.card
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    @property
+    def sequence_len(self) -> int:
+        """T: frames in one generated segment."""
+        return int(self.frame_rate * self.segment_duration)
+
+    @property
+    def dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.compute_dtype)
+
+    def replace(self, **changes) -> "LMConfig":
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,223 @@
+"""Load audiocraft MAGNeT LM checkpoints (``state_dict.bin``) into ``MagnetLM``.
+
+A released folder's ``state_dict.bin`` is a torch pickle ``{'best_state': {...}, 'xp.cfg': YAML,
+'version', 'exported'}`` with fp16 weights. ``xp.cfg`` is the authority on every hyperparameter,
+so the model config is read from it, never assumed. Every LM key must be consumed and every
+parameter filled: the classic failure of ports is a Q/K/V projection silently left at random
+init. ``condition_provider.*`` keys belong to the text conditioner and are handed back to the
+caller untouched.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+from flax import nnx
+
+from magnet_jax.lm.config import LMConfig
+from magnet_jax.lm.model import MagnetLM
+
+CONDITION_PREFIX = "condition_provider."
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model: names what is missing, unexpected or mis-shaped."""
+
+
+# -- reading files --------------------------------------------------------------------------
+def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """torch.load a checkpoint onto the CPU (weights_only: no code runs from the file)."""
+    import torch  # torch is needed only to read the reference's pickles
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint file {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001
+        raise CheckpointError(f"{path} is not a readable torch checkpoint ({type(err).__name__}: {err})") from err
+
+
+def split_checkpoint(pkg: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict | None]:
+    """(state dict as float32 numpy, parsed xp.cfg or None) from an export or a bare state dict."""
+    if "best_state" in pkg:
+        state, xp = pkg["best_state"], pkg.get("xp.cfg")
+        if isinstance(state, Mapping) and "model" in state and not any(k.startswith("emb.") for k in state):
+            state = state["model"]  # a solver checkpoint rather than an export
+    else:
+        state, xp = pkg, None
+    arrays = {k: v.float().numpy() if hasattr(v, "float") else np.asarray(v, np.float32)
+              for k, v in state.items()}
+    return arrays, parse_xp_cfg(xp) if xp is not None else None
+
+
+def xp_cfg_of(path: str | os.PathLike) -> dict:
+    """The parsed xp.cfg of a checkpoint file."""
+    _, xp = split_checkpoint(read_torch_checkpoint(path))
+    if xp is None:
+        raise CheckpointError(f"{path} has no 'xp.cfg'")
+    return xp
+
+
+def parse_xp_cfg(xp: str | Mapping) -> dict:
+    if isinstance(xp, Mapping):
+        return dict(xp)
+    import yaml
+    return yaml.safe_load(xp)
+
+
+# -- config ----------------------------------------------------------------------------------
+def _get(tree: Mapping, dotted: str, default: Any = None) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+# Options of audiocraft's transformer that MAGNeT checkpoints never use and we do not implement:
+# (xp.cfg key, the value we support).
+_SUPPORTED = (
+    ("transformer_lm.norm_first", True), ("transformer_lm.bias_ff", False),
+    ("transformer_lm.bias_attn", False), ("transformer_lm.bias_proj", False),
+    ("transformer_lm.layer_scale", None), ("transformer_lm.positional_embedding", "sin"),
+    ("transformer_lm.qk_layer_norm", False), ("transformer_lm.qk_layer_norm_cross", False),
+    ("transformer_lm.kv_repeat", 1), ("transformer_lm.norm", "layer_norm"),
+    ("transformer_lm.activation", "gelu"), ("transformer_lm.causal", False),
+    ("fuser.cross_attention_pos_emb", False),
+)
+
+
+def lm_config_from_xp(xp: Mapping, frame_rate: int | None = None, **overrides) -> LMConfig:
+    """LMConfig from a checkpoint's xp.cfg. ``frame_rate`` overrides the codec frame rate
+    (audiocraft takes it from the compression model)."""
+    problems = [f"{key}={_get(xp, key)!r} (supported: {want!r})"
+                for key, want in _SUPPORTED if _get(xp, key, want) != want]
+    fuse_other = [m for m in ("sum", "prepend", "input_interpolate") if _get(xp, f"fuser.{m}")]
+    if fuse_other:
+        problems.append(f"fuser methods {fuse_other} (only cross-attention conditioning is supported)")
+    if problems:
+        raise CheckpointError("xp.cfg uses options this implementation does not support: " + "; ".join(problems))
+    lm = _get(xp, "transformer_lm", {})
+    missing = [k for k in ("dim", "num_heads", "num_layers", "n_q", "card") if k not in lm]
+    if missing:
+        raise CheckpointError(f"xp.cfg lacks transformer_lm.{missing}: not a MAGNeT LM config")
+    span_len = _get(xp, "masking.span_len", lm.get("span_len", 3))
+    cfg = LMConfig(
+        dim=int(lm["dim"]), num_heads=int(lm["num_heads"]), num_layers=int(lm["num_layers"]),
+        ffn_dim=int(lm.get("hidden_scale", 4) * lm["dim"]), n_q=int(lm["n_q"]), card=int(lm["card"]),
+        subcodes_context=int(lm.get("subcodes_context", 5)), span_len=int(span_len),
+        frame_rate=int(frame_rate or lm.get("compression_model_framerate", 50)),
+        segment_duration=float(_get(xp, "dataset.segment_duration", 10)),
+        cross_attention=bool(lm.get("cross_attention", True)),
+    )
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+# -- weights ---------------------------------------------------------------------------------
+def _expected_shapes(cfg: LMConfig) -> dict[str, tuple[int, ...]]:
+    D, F = cfg.dim, cfg.ffn_dim
+    shapes = {f"emb.{k}.weight": (cfg.card + 1, D) for k in range(cfg.n_q)}
+    shapes |= {f"linears.{k}.weight": (cfg.card, D) for k in range(cfg.n_q)}
+    shapes |= {"out_norm.weight": (D,), "out_norm.bias": (D,)}
+    attn = ["self_attn"] + (["cross_attention"] if cfg.cross_attention else [])
+    norms = ["norm1", "norm2"] + (["norm_cross"] if cfg.cross_attention else [])
+    for i in range(cfg.num_layers):
+        p = f"transformer.layers.{i}."
+        for a in attn:
+            shapes[p + f"{a}.in_proj_weight"] = (3 * D, D)
+            shapes[p + f"{a}.out_proj.weight"] = (D, D)
+        shapes[p + "linear1.weight"] = (F, D)
+        shapes[p + "linear2.weight"] = (D, F)
+        for n in norms:
+            shapes[p + f"{n}.weight"] = (D,)
+            shapes[p + f"{n}.bias"] = (D,)
+    return shapes
+
+
+def check_keys(state: Mapping[str, np.ndarray], cfg: LMConfig) -> None:
+    """Raise one CheckpointError listing every missing, unexpected and mis-shaped key."""
+    want = _expected_shapes(cfg)
+    lm_keys = {k for k in state if not k.startswith(CONDITION_PREFIX)}
+    missing = sorted(set(want) - lm_keys)
+    unexpected = sorted(lm_keys - set(want))
+    misshaped = sorted(f"{k}: {tuple(state[k].shape)} (expected {want[k]})"
+                       for k in lm_keys & set(want) if tuple(state[k].shape) != want[k])
+    if missing or unexpected or misshaped:
+        def show(xs):
+            return ", ".join(xs[:8]) + (f" ... (+{len(xs) - 8} more)" if len(xs) > 8 else "")
+        parts = [f"{n} {label}: {show(xs)}" for label, xs, n in
+                 (("missing", missing, len(missing)), ("unexpected", unexpected, len(unexpected)),
+                  ("mis-shaped", misshaped, len(misshaped))) if xs]
+        raise CheckpointError(
+            f"checkpoint does not match the LM config (dim={cfg.dim}, heads={cfg.num_heads}, "
+            f"layers={cfg.num_layers}, n_q={cfg.n_q}, card={cfg.card}): " + "; ".join(parts))
+
+
+def to_params(state: Mapping[str, np.ndarray], cfg: LMConfig) -> dict:
+    """audiocraft key layout -> our nested parameter dict (pure numpy, float32)."""
+    check_keys(state, cfg)
+    D, H, Dh, L = cfg.dim, cfg.num_heads, cfg.head_dim, cfg.num_layers
+
+    def layers(fmt: str, fn=lambda w: w) -> np.ndarray:
+        return np.stack([fn(state[fmt.format(i)]) for i in range(L)])
+
+    p = "transformer.layers.{}."
+    tr = {
+        "self_attn": {
+            "in_proj": layers(p + "self_attn.in_proj_weight", lambda w: w.T.reshape(D, 3, H, Dh)),
+            "out_proj": layers(p + "self_attn.out_proj.weight", lambda w: w.T.reshape(H, Dh, D)),
+        },
+        "ffn": {"linear1": layers(p + "linear1.weight", np.transpose),
+                "linear2": layers(p + "linear2.weight", np.transpose)},
+        "norm1": {"weight": layers(p + "norm1.weight"), "bias": layers(p + "norm1.bias")},
+        "norm2": {"weight": layers(p + "norm2.weight"), "bias": layers(p + "norm2.bias")},
+    }
+    if cfg.cross_attention:
+        tr["cross_attention"] = {
+            "q_proj": layers(p + "cross_attention.in_proj_weight", lambda w: w[:D].T.reshape(D, H, Dh)),
+            "kv_proj": layers(p + "cross_attention.in_proj_weight", lambda w: w[D:].T.reshape(D, 2, H, Dh)),
+            "out_proj": layers(p + "cross_attention.out_proj.weight", lambda w: w.T.reshape(H, Dh, D)),
+        }
+        tr["norm_cross"] = {"weight": layers(p + "norm_cross.weight"), "bias": layers(p + "norm_cross.bias")}
+    return {
+        "emb": np.stack([state[f"emb.{k}.weight"] for k in range(cfg.n_q)]),
+        "linears": np.stack([state[f"linears.{k}.weight"].T for k in range(cfg.n_q)]),
+        "out_norm": {"weight": state["out_norm.weight"], "bias": state["out_norm.bias"]},
+        "transformer": {"layers": tr},
+    }
+
+
+def build_lm(cfg: LMConfig, params: Mapping) -> MagnetLM:
+    """A MagnetLM holding ``params`` exactly (no random init is ever materialised)."""
+    abstract = nnx.eval_shape(lambda: MagnetLM(cfg, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(abstract)
+    flat_want = dict(nnx.to_flat_state(state))
+    flat_have = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+    have = {tuple(k.key for k in path): v for path, v in flat_have.items()}
+    if set(have) != set(flat_want):
+        raise CheckpointError(f"parameter tree mismatch: missing {sorted(set(flat_want) - set(have))}, "
+                              f"unexpected {sorted(set(have) - set(flat_want))}")
+    for key, var in flat_want.items():
+        if tuple(have[key].shape) != tuple(var.shape):
+            raise CheckpointError(f"parameter {'/'.join(map(str, key))} has shape {have[key].shape}, "
+                                  f"expected {var.shape}")
+    nnx.replace_by_pure_dict(state, jax.tree.map(lambda a: jax.numpy.asarray(a, jax.numpy.float32), params))
+    return nnx.merge(graphdef, state)
+
+
+def load_audiocraft_lm(path: str | os.PathLike, frame_rate: int | None = None,
+                       cfg: LMConfig | None = None) -> tuple[LMConfig, MagnetLM, dict[str, np.ndarray]]:
+    """Read ``state_dict.bin`` -> (config, model, condition_provider keys for the conditioner).
+
+    A bare state dict has no xp.cfg: pass ``cfg`` then.
+    """
+    state, xp = split_checkpoint(read_torch_checkpoint(path))
+    if cfg is None:
+        if xp is None:
+            raise CheckpointError(f"{path} is a bare state dict without 'xp.cfg'; pass an LMConfig (cfg=...)")
+        cfg = lm_config_from_xp(xp, frame_rate=frame_rate)
+    condition = {k: v for k, v in state.items() if k.startswith(CONDITION_PREFIX)}
+    return cfg, build_lm(cfg, to_params(state, cfg)), condition

@@ -1,0 +1,86 @@
+"""The MAGNeT language model: K codebook embeddings, a pre-norm transformer, K output heads.
+
+    x = sum_k emb[k](codes[:, k]) + sinusoidal(positions)        (mask id = card: one extra row)
+    h = out_norm(Transformer(x, band bias for stages > 0, text condition))
+    logits[:, k] = h @ linears[k]                                  [B, K, T, card]
+
+Stage s predicts codebook s; for s > 0 self-attention is restricted to a band of
+``subcodes_context`` frames (codebooks above the first are local refinements). The sampler and
+the loss only need the head of the active stage, so ``stage_logits`` computes just that one.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from magnet_jax.lm.config import LMConfig
+from magnet_jax.modules.attention import band_bias
+from magnet_jax.modules.embedding import sinusoidal_embedding
+from magnet_jax.modules.layers import LayerNorm, gaussian_std, param, truncated_normal
+from magnet_jax.modules.transformer import Transformer
+
+
+class MagnetLM(nnx.Module):
+    def __init__(self, cfg: LMConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        std = gaussian_std(cfg.dim)
+        self.emb = param(rngs, truncated_normal(std), (cfg.n_q, cfg.card + 1, cfg.dim),
+                         ("codebooks", "emb_vocab", "embed"))
+        self.transformer = Transformer(cfg, rngs=rngs)
+        self.out_norm = LayerNorm(cfg.dim, cfg.norm_eps)
+        self.linears = param(rngs, truncated_normal(std), (cfg.n_q, cfg.dim, cfg.card),
+                             ("codebooks", "embed", "vocab"))
+
+    # -- pieces ---------------------------------------------------------------------------
+    def embed(self, codes: jax.Array) -> jax.Array:
+        """codes [B, K, T] -> summed codebook embeddings plus positions [B, T, D] (compute dtype)."""
+        cfg = self.cfg
+        B, K, T = codes.shape
+        if K != cfg.n_q:
+            raise ValueError(f"codes have {K} codebooks, the model expects n_q={cfg.n_q}")
+        tables = self.emb[...]
+        x = sum(jnp.take(tables[k], codes[:, k], axis=0) for k in range(K))
+        pos = sinusoidal_embedding(jnp.arange(T), cfg.dim, cfg.max_period)
+        x = x + cfg.positional_scale * pos[None]
+        return x.astype(cfg.dtype)
+
+    def attention_bias(self, stage: int | jax.Array, length: int) -> jax.Array | None:
+        """Band bias for stages > 0; None (full attention) for stage 0 or subcodes_context = -1.
+
+        ``stage`` may be a Python int (the sampler unrolls stages) or a traced scalar (training
+        draws one stage per batch inside the jitted step).
+        """
+        if self.cfg.subcodes_context < 0:
+            return None
+        band = band_bias(length, self.cfg.subcodes_context)
+        if isinstance(stage, int):
+            return band if stage > 0 else None
+        return jnp.where(stage > 0, band, jnp.zeros_like(band))
+
+    def project_condition(self, cond: jax.Array | None) -> jax.Array | None:
+        """Text condition [B, S, D] (already projected and masked) -> per-layer keys/values."""
+        if cond is None:
+            return None
+        if not self.cfg.cross_attention:
+            raise ValueError("this LM was built without cross-attention; pass cond=None")
+        return self.transformer.project_cross_kv(cond.astype(self.cfg.dtype))
+
+    def hidden(self, codes: jax.Array, stage: int | jax.Array, cross_kv: jax.Array | None,
+               remat: bool = False) -> jax.Array:
+        """Final normalised hidden states [B, T, D]. Rows past cross_kv's batch are null-conditioned."""
+        x = self.embed(codes)
+        x = self.transformer(x, self.attention_bias(stage, codes.shape[-1]), cross_kv, remat=remat)
+        return self.out_norm(x)
+
+    def stage_logits(self, hidden: jax.Array, stage: int | jax.Array) -> jax.Array:
+        """Logits of one codebook's head only: [B, T, card] in float32."""
+        w = self.linears[...][stage].astype(hidden.dtype)
+        return jnp.einsum("btd,dc->btc", hidden, w, preferred_element_type=jnp.float32)
+
+    # -- the whole model --------------------------------------------------------------------
+    def __call__(self, codes: jax.Array, stage: int | jax.Array, cond: jax.Array | None = None) -> jax.Array:
+        """All heads, as audiocraft's forward: logits [B, K, T, card] (float32)."""
+        h = self.hidden(codes, stage, self.project_condition(cond))
+        w = self.linears[...].astype(h.dtype)
+        return jnp.einsum("btd,kdc->bktc", h, w, preferred_element_type=jnp.float32)

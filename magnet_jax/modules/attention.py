@@ -1,0 +1,80 @@
+"""Multi-head self- and cross-attention without biases, laid out like audiocraft's custom MHA.
+
+audiocraft packs q|k|v into one ``in_proj_weight`` [3D, D] whose rows are q, k, v, each head-major
+(h d). We keep the same numbers in a layout that names every axis: self-attention ``in_proj``
+[D, 3, H, Dh] (embed, qkv, heads, kv) and ``out_proj`` [H, Dh, D]. Cross-attention uses the q rows
+on the sequence and the k, v rows on the text condition, so it stores ``q_proj`` [D, H, Dh] and
+``kv_proj`` [D, 2, H, Dh] separately: k and v of the condition are projected once per generation,
+not once per decoding step.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from magnet_jax.modules.layers import param, truncated_normal, uniform, gaussian_std
+
+
+def band_bias(length: int, context: int, dtype=jnp.float32) -> jax.Array:
+    """Additive attention bias [T, T]: 0 where |i - j| <= context, -inf elsewhere.
+
+    This is MAGNeT's restricted context for stages > 0: a codebook above the first only looks
+    at ``subcodes_context`` frames on each side (the reference's ``restricted_context_attn_mask``).
+    """
+    pos = jnp.arange(length)
+    valid = jnp.abs(pos[:, None] - pos[None, :]) <= context
+    return jnp.where(valid, 0.0, -jnp.inf).astype(dtype)
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                          bias: jax.Array | None = None) -> jax.Array:
+    """softmax(q k^T / sqrt(Dh) + bias) v with q [B,T,H,Dh], k/v [B,S,H,Dh]; softmax in float32."""
+    q = q * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), q.dtype)
+    scores = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32)
+    if bias is not None:
+        scores = scores + bias
+    weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhts,bshd->bthd", weights, v)
+
+
+class SelfAttention(nnx.Module):
+    """Self-attention with one packed q|k|v projection and no biases."""
+
+    def __init__(self, dim: int, num_heads: int, *, depth: int | None, rngs: nnx.Rngs):
+        head_dim = dim // num_heads
+        # audiocraft leaves in_proj at torch's Linear default (it is not an nn.Linear child).
+        self.in_proj = param(rngs, uniform(1.0 / math.sqrt(dim)), (dim, 3, num_heads, head_dim),
+                             ("embed", "qkv", "heads", "kv"))
+        self.out_proj = param(rngs, truncated_normal(gaussian_std(dim, depth)), (num_heads, head_dim, dim),
+                              ("heads", "kv", "embed"))
+
+    def __call__(self, x: jax.Array, bias: jax.Array | None) -> jax.Array:
+        qkv = jnp.einsum("btd,dchk->cbthk", x, self.in_proj[...].astype(x.dtype))
+        out = dot_product_attention(qkv[0], qkv[1], qkv[2], bias)
+        return jnp.einsum("bthk,hkd->btd", out, self.out_proj[...].astype(x.dtype))
+
+
+class CrossAttention(nnx.Module):
+    """Attention from the token sequence to the text condition. No key padding mask: padded
+    condition positions are zero vectors that still take softmax mass, as in the reference."""
+
+    def __init__(self, dim: int, num_heads: int, *, depth: int | None, rngs: nnx.Rngs):
+        head_dim = dim // num_heads
+        bound = 1.0 / math.sqrt(dim)
+        self.q_proj = param(rngs, uniform(bound), (dim, num_heads, head_dim), ("embed", "heads", "kv"))
+        self.kv_proj = param(rngs, uniform(bound), (dim, 2, num_heads, head_dim),
+                             ("embed", "qkv", "heads", "kv"))
+        self.out_proj = param(rngs, truncated_normal(gaussian_std(dim, depth)), (num_heads, head_dim, dim),
+                              ("heads", "kv", "embed"))
+
+    def project_kv(self, cond: jax.Array) -> jax.Array:
+        """cond [B, S, D] -> stacked keys and values [2, B, S, H, Dh]; done once per condition."""
+        return jnp.einsum("bsd,dchk->cbshk", cond, self.kv_proj[...].astype(cond.dtype))
+
+    def __call__(self, x: jax.Array, kv: jax.Array) -> jax.Array:
+        q = jnp.einsum("btd,dhk->bthk", x, self.q_proj[...].astype(x.dtype))
+        out = dot_product_attention(q, kv[0].astype(x.dtype), kv[1].astype(x.dtype))
+        return jnp.einsum("bthk,hkd->btd", out, self.out_proj[...].astype(x.dtype))

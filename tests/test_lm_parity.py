@@ -1,0 +1,108 @@
+"""MagnetLM against audiocraft's MagnetLMModel on the same random weights (float32, highest precision)."""
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+import reference
+from lm_reference import (RefLMShape, build_reference_lm, export_state_dict, padded_condition,
+                          reference_condition)
+from magnet_jax.lm.convert import CheckpointError, load_audiocraft_lm
+
+SHAPES = {
+    "d64h4l3": RefLMShape(dim=64, num_heads=4, num_layers=3, card=64),
+    "d96h6l2": RefLMShape(dim=96, num_heads=6, num_layers=2, card=48, subcodes_context=3, frame_rate=24,
+                          segment_duration=2),
+}
+
+
+@pytest.fixture(scope="module", params=list(SHAPES))
+def pair(request, tmp_path_factory):
+    shape = SHAPES[request.param]
+    ref = build_reference_lm(shape, seed=1)
+    path = export_state_dict(ref, shape, tmp_path_factory.mktemp(request.param) / "state_dict.bin", half=False)
+    cfg, ours, cond_keys = load_audiocraft_lm(path)
+    return shape, ref, cfg, ours, cond_keys
+
+
+def test_config_read_from_xp_cfg(pair):
+    shape, _, cfg, _, cond_keys = pair
+    assert (cfg.dim, cfg.num_heads, cfg.num_layers, cfg.card, cfg.n_q) == (
+        shape.dim, shape.num_heads, shape.num_layers, shape.card, shape.n_q)
+    assert cfg.ffn_dim == 4 * shape.dim and cfg.subcodes_context == shape.subcodes_context
+    assert cfg.span_len == shape.span_len and cfg.sequence_len == shape.T
+    assert set(cond_keys) == {"condition_provider.conditioners.description.embed.weight",
+                              "condition_provider.conditioners.description.output_proj.weight",
+                              "condition_provider.conditioners.description.output_proj.bias"}
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_logits_match_reference(pair, stage):
+    torch = reference.require("torch")
+    shape, ref, cfg, ours, _ = pair
+    rng = np.random.default_rng(stage)
+    codes = rng.integers(0, shape.card + 1, size=(3, shape.n_q, shape.T))  # mask id included
+    codes[:, stage + 1:] = shape.card
+    # three texts of different lengths padded together, then their three null conditions
+    cond, mask = padded_condition(rng, [5, 2, 7], shape.dim)
+    tensors = {"description": (torch.as_tensor(np.concatenate([cond, 0 * cond])),
+                               torch.as_tensor(np.concatenate([mask, 0 * mask])))}
+    with torch.no_grad():
+        want = ref(torch.as_tensor(np.concatenate([codes, codes])), [], tensors, stage=stage).numpy()
+    with jax.default_matmul_precision("highest"):
+        got_cond = np.asarray(ours(codes, stage, cond))
+        got_null = np.asarray(ours(codes, stage, None))
+    scale = np.abs(want).max()
+    assert np.abs(got_cond - want[:3]).max() <= 1e-4 * max(scale, 1.0)
+    assert np.abs(got_null - want[3:]).max() <= 1e-4 * max(scale, 1.0)
+    # the band mask matters: stage > 0 logits differ from full attention
+    if stage > 0:
+        full = np.asarray(ours(codes, 0, cond))
+        assert np.abs(full - got_cond).max() > 1e-3
+
+
+def test_fp16_export_loads_as_rounded_weights(tmp_path):
+    """Released checkpoints are fp16: we must read them as the fp16 values, in float32."""
+    torch = reference.require("torch")
+    shape = SHAPES["d64h4l3"]
+    ref = build_reference_lm(shape, seed=2)
+    path = export_state_dict(ref, shape, tmp_path / "state_dict.bin", half=True)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.copy_(p.half().float())
+    _, ours, _ = load_audiocraft_lm(path)
+    codes = np.random.default_rng(0).integers(0, shape.card, size=(2, shape.n_q, shape.T))
+    _, tensors, cond = reference_condition(ref, ["a", "b c"])
+    with torch.no_grad():
+        want = ref(torch.as_tensor(np.concatenate([codes, codes])), [], tensors, stage=0).numpy()[:2]
+    with jax.default_matmul_precision("highest"):
+        got = np.asarray(ours(codes, 0, cond))
+    assert np.abs(got - want).max() <= 1e-4 * max(np.abs(want).max(), 1.0)
+
+
+def test_checkpoint_of_another_shape_is_a_clear_error(tmp_path):
+    """Weights of one shape under a config of another: every problem named, nothing loaded."""
+    torch = reference.require("torch")
+    shape = SHAPES["d64h4l3"]
+    ref = build_reference_lm(shape)
+    path = export_state_dict(ref, shape, tmp_path / "state_dict.bin")
+    pkg = torch.load(path, weights_only=True)
+    state = pkg["best_state"]
+    del state["transformer.layers.1.self_attn.in_proj_weight"]
+    state["transformer.layers.0.extra.weight"] = torch.zeros(3)
+    state["linears.0.weight"] = torch.zeros(shape.card + 1, shape.dim)
+    torch.save(pkg, path)
+    with pytest.raises(CheckpointError) as err:
+        load_audiocraft_lm(path)
+    msg = str(err.value)
+    assert "missing: transformer.layers.1.self_attn.in_proj_weight" in msg
+    assert "unexpected: transformer.layers.0.extra.weight" in msg
+    assert "linears.0.weight: (65, 64) (expected (64, 64))" in msg
+
+    # a whole checkpoint of a different width under this config
+    bigger = RefLMShape(dim=96, num_heads=4, num_layers=3, card=64)
+    other = export_state_dict(build_reference_lm(bigger), bigger, tmp_path / "big.bin")
+    from magnet_jax.lm.convert import lm_config_from_xp, xp_cfg_of
+    with pytest.raises(CheckpointError, match="mis-shaped"):
+        load_audiocraft_lm(other, cfg=lm_config_from_xp(xp_cfg_of(path)))
