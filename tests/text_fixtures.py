@@ -3,6 +3,7 @@ model trained in a fraction of a second, and small random-weight T5 folders writ
 transformers' save_pretrained, so our loader and transformers read the very same files."""
 from __future__ import annotations
 
+import functools
 import io
 import shutil
 from pathlib import Path
@@ -91,3 +92,34 @@ def make_t5_folder(folder: Path, spiece: Path, arch: dict, seed: int = 0,
         T5Tokenizer.from_pretrained(folder).save_pretrained(folder)
         (folder / "spiece.model").unlink()
     return folder
+
+
+_ROOT: Path | None = None
+
+
+def _root() -> Path:
+    """One temporary folder per test session for the built fixtures (removed at exit)."""
+    global _ROOT
+    if _ROOT is None:
+        import atexit
+        import tempfile
+        _ROOT = Path(tempfile.mkdtemp(prefix="magnet_jax_text_"))
+        atexit.register(shutil.rmtree, _ROOT, ignore_errors=True)
+    return _ROOT
+
+
+@functools.lru_cache(maxsize=None)
+def spiece_model() -> Path:
+    return train_spiece(_root() / "spiece.model")
+
+
+# name -> (architecture, weights file, tokenizer file): original T5 from safetensors +
+# spiece.model; flan-style gated GELU from a torch pickle + tokenizer.json.
+T5_VARIANTS = {"t5": (T5_SMALL, "safetensors", "spiece"), "flan": (FLAN_SMALL, "bin", "json")}
+
+
+@functools.lru_cache(maxsize=None)
+def t5_folder(variant: str) -> Path:
+    """A random T5 folder of one of T5_VARIANTS, built once per test session."""
+    arch, weights, tokenizer = T5_VARIANTS[variant]
+    return make_t5_folder(_root() / variant, spiece_model(), arch, 0, weights, tokenizer)

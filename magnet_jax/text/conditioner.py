@@ -49,7 +49,7 @@ class OutputProjection(nnx.Module):
         self.bias = param(uniform(rngs, (out_features,), bound), ("embed",))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return x @ self.kernel.value + self.bias.value
+        return x @ self.kernel[...] + self.bias[...]
 
 
 class TextConditioner(nnx.Module):
@@ -59,7 +59,7 @@ class TextConditioner(nnx.Module):
         self.output_proj = OutputProjection(text_width, dim, rngs)
 
     def __call__(self, hidden: jax.Array, mask: jax.Array) -> jax.Array:
-        cond = self.output_proj(hidden.astype(self.output_proj.kernel.value.dtype))
+        cond = self.output_proj(hidden.astype(self.output_proj.kernel[...].dtype))
         return cond * mask[..., None].astype(cond.dtype)
 
 
@@ -84,10 +84,10 @@ def load_output_proj(conditioner: TextConditioner, state_dict: Mapping[str, np.n
     proj = conditioner.output_proj
     for name, value in params.items():
         target = getattr(proj, name)
-        if tuple(target.value.shape) != value.shape:
+        if tuple(target[...].shape) != value.shape:
             raise ValueError(f"{prefix}: checkpoint {name} {value.shape} does not fit this "
-                             f"conditioner's {tuple(target.value.shape)} (text width, LM dim)")
-        target.value = jnp.asarray(value, target.value.dtype)
+                             f"conditioner's {tuple(target[...].shape)} (text width, LM dim)")
+        target.set_value(jnp.asarray(value, target[...].dtype))
     return {f"{prefix}.weight", f"{prefix}.bias"}
 
 
@@ -95,7 +95,7 @@ class Conditioner:
     """Descriptions -> conditions for the LM: frozen encoder (host + jit) and the trained projection."""
 
     def __init__(self, encoder: TextEncoder, conditioner: TextConditioner):
-        width = conditioner.output_proj.kernel.value.shape[0]
+        width = conditioner.output_proj.kernel[...].shape[0]
         if width != encoder.width:
             raise ValueError(f"output_proj expects text width {width}, the encoder gives {encoder.width}")
         self.encoder = encoder
@@ -119,7 +119,7 @@ class Conditioner:
 
     @property
     def dim(self) -> int:
-        return self.conditioner.output_proj.kernel.value.shape[1]
+        return self.conditioner.output_proj.kernel[...].shape[1]
 
     def states(self, descriptions: Sequence[str | None], *, cfg_dropout_p: float = 0.0,
                word_dropout_p: float = 0.0, rng: RandomSource | None = None,

@@ -42,7 +42,7 @@ class RMSNorm(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)
         variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
-        return (self.scale.value * (x32 * jax.lax.rsqrt(variance + self.eps))).astype(x.dtype)
+        return (self.scale[...] * (x32 * jax.lax.rsqrt(variance + self.eps))).astype(x.dtype)
 
 
 class LayerNorm(nnx.Module):
@@ -58,7 +58,7 @@ class LayerNorm(nnx.Module):
         mean = jnp.mean(x32, axis=-1, keepdims=True)
         variance = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
         y = (x32 - mean) * jax.lax.rsqrt(variance + self.eps)
-        return (y * self.scale.value + self.bias.value).astype(x.dtype)
+        return (y * self.scale[...] + self.bias[...]).astype(x.dtype)
 
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {

@@ -64,19 +64,19 @@ class BertAttention(nnx.Module):
 
     def __init__(self, config: BertConfig, rngs: nnx.Rngs):
         d, h, k = config.hidden_size, config.num_attention_heads, config.head_dim
-        for name in ("query", "key", "value"):
+        for name in ("q", "k", "v"):
             setattr(self, name, param(normal(rngs, (d, h, k), 0.02), ("cond_embed", "heads", "kv")))
             setattr(self, f"{name}_bias", param(jnp.zeros((h, k)), ("heads", "kv")))
-        self.out = param(normal(rngs, (h, k, d), 0.02), ("heads", "kv", "cond_embed"))
-        self.out_bias = param(jnp.zeros((d,)), ("cond_embed",))
+        self.o = param(normal(rngs, (h, k, d), 0.02), ("heads", "kv", "cond_embed"))
+        self.o_bias = param(jnp.zeros((d,)), ("cond_embed",))
         self.scale = k ** -0.5
 
     def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
-        q = jnp.einsum("bsd,dhk->bshk", x, self.query.value) + self.query_bias.value
-        k = jnp.einsum("bsd,dhk->bshk", x, self.key.value) + self.key_bias.value
-        v = jnp.einsum("bsd,dhk->bshk", x, self.value.value) + self.value_bias.value
+        q = jnp.einsum("bsd,dhk->bshk", x, self.q[...]) + self.q_bias[...]
+        k = jnp.einsum("bsd,dhk->bshk", x, self.k[...]) + self.k_bias[...]
+        v = jnp.einsum("bsd,dhk->bshk", x, self.v[...]) + self.v_bias[...]
         y = attend(q * self.scale, k, v, bias)
-        return jnp.einsum("bshk,hkd->bsd", y, self.out.value) + self.out_bias.value
+        return jnp.einsum("bshk,hkd->bsd", y, self.o[...]) + self.o_bias[...]
 
 
 class BertLayer(nnx.Module):
@@ -95,8 +95,8 @@ class BertLayer(nnx.Module):
 
     def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
         x = self.attn_norm(x + self.attn(x, bias))
-        hidden = self.act(x @ self.wi.value + self.wi_bias.value)
-        return self.ffn_norm(x + hidden @ self.wo.value + self.wo_bias.value)
+        hidden = self.act(x @ self.wi[...] + self.wi_bias[...])
+        return self.ffn_norm(x + hidden @ self.wo[...] + self.wo_bias[...])
 
 
 class BertEncoder(nnx.Module):
@@ -121,8 +121,8 @@ class BertEncoder(nnx.Module):
         if length > self.config.max_position_embeddings:
             raise ValueError(f"{length} tokens exceed BERT's {self.config.max_position_embeddings} "
                              f"positions; tokenize with max_length <= that")
-        x = (jnp.take(self.word.value, ids, axis=0) + self.position.value[:length]
-             + self.token_type.value[0])
+        x = (jnp.take(self.word[...], ids, axis=0) + self.position[...][:length]
+             + self.token_type[...][0])
         x = self.embed_norm(x)
         bias = key_padding_bias(mask)
         for layer in self.layers:
@@ -139,31 +139,33 @@ def bert_from_state_dict(config: BertConfig, sd: dict[str, np.ndarray]) -> BertE
                   config.intermediate_size)
 
     def load_norm(norm: LayerNorm, prefix: str) -> None:
-        norm.scale.value = jnp.asarray(take(sd, f"{prefix}.weight", (d,), used))
-        norm.bias.value = jnp.asarray(take(sd, f"{prefix}.bias", (d,), used))
+        norm.scale.set_value(jnp.asarray(take(sd, f"{prefix}.weight", (d,), used)))
+        norm.bias.set_value(jnp.asarray(take(sd, f"{prefix}.bias", (d,), used)))
 
     e = "embeddings"
-    model.word.value = jnp.asarray(take(sd, f"{e}.word_embeddings.weight", (config.vocab_size, d), used))
-    model.position.value = jnp.asarray(
-        take(sd, f"{e}.position_embeddings.weight", (config.max_position_embeddings, d), used))
-    model.token_type.value = jnp.asarray(
-        take(sd, f"{e}.token_type_embeddings.weight", (config.type_vocab_size, d), used))
+    model.word.set_value(
+        jnp.asarray(take(sd, f"{e}.word_embeddings.weight", (config.vocab_size, d), used)))
+    model.position.set_value(jnp.asarray(
+        take(sd, f"{e}.position_embeddings.weight", (config.max_position_embeddings, d), used)))
+    model.token_type.set_value(jnp.asarray(
+        take(sd, f"{e}.token_type_embeddings.weight", (config.type_vocab_size, d), used)))
     load_norm(model.embed_norm, f"{e}.LayerNorm")
     for i, layer in enumerate(model.layers):
         p = f"encoder.layer.{i}"
-        for name in ("query", "key", "value"):
-            w = take(sd, f"{p}.attention.self.{name}.weight", (d, d), used)
-            getattr(layer.attn, name).value = jnp.asarray(w.T.reshape(d, h, k))
-            b = take(sd, f"{p}.attention.self.{name}.bias", (d,), used)
-            getattr(layer.attn, f"{name}_bias").value = jnp.asarray(b.reshape(h, k))
+        for ours, theirs in (("q", "query"), ("k", "key"), ("v", "value")):
+            w = take(sd, f"{p}.attention.self.{theirs}.weight", (d, d), used)
+            getattr(layer.attn, ours).set_value(jnp.asarray(w.T.reshape(d, h, k)))
+            b = take(sd, f"{p}.attention.self.{theirs}.bias", (d,), used)
+            getattr(layer.attn, f"{ours}_bias").set_value(jnp.asarray(b.reshape(h, k)))
         w = take(sd, f"{p}.attention.output.dense.weight", (d, d), used)
-        layer.attn.out.value = jnp.asarray(w.T.reshape(h, k, d))
-        layer.attn.out_bias.value = jnp.asarray(take(sd, f"{p}.attention.output.dense.bias", (d,), used))
+        layer.attn.o.set_value(jnp.asarray(w.T.reshape(h, k, d)))
+        layer.attn.o_bias.set_value(
+            jnp.asarray(take(sd, f"{p}.attention.output.dense.bias", (d,), used)))
         load_norm(layer.attn_norm, f"{p}.attention.output.LayerNorm")
-        layer.wi.value = jnp.asarray(take(sd, f"{p}.intermediate.dense.weight", (f, d), used).T)
-        layer.wi_bias.value = jnp.asarray(take(sd, f"{p}.intermediate.dense.bias", (f,), used))
-        layer.wo.value = jnp.asarray(take(sd, f"{p}.output.dense.weight", (d, f), used).T)
-        layer.wo_bias.value = jnp.asarray(take(sd, f"{p}.output.dense.bias", (d,), used))
+        layer.wi.set_value(jnp.asarray(take(sd, f"{p}.intermediate.dense.weight", (f, d), used).T))
+        layer.wi_bias.set_value(jnp.asarray(take(sd, f"{p}.intermediate.dense.bias", (f,), used)))
+        layer.wo.set_value(jnp.asarray(take(sd, f"{p}.output.dense.weight", (d, f), used).T))
+        layer.wo_bias.set_value(jnp.asarray(take(sd, f"{p}.output.dense.bias", (d,), used)))
         load_norm(layer.ffn_norm, f"{p}.output.LayerNorm")
     # position_ids is a buffer, the pooler is unused for token states.
     check_all_used(sd, used, ignore=("embeddings.position_ids", "pooler."))

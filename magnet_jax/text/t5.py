@@ -110,10 +110,10 @@ class T5Attention(nnx.Module):
         self.o = param(normal(rngs, (h, k, d), (h * k) ** -0.5), ("heads", "kv", "cond_embed"))
 
     def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
-        q = jnp.einsum("bsd,dhk->bshk", x, self.q.value)
-        k = jnp.einsum("bsd,dhk->bshk", x, self.k.value)
-        v = jnp.einsum("bsd,dhk->bshk", x, self.v.value)
-        return jnp.einsum("bshk,hkd->bsd", attend(q, k, v, bias), self.o.value)
+        q = jnp.einsum("bsd,dhk->bshk", x, self.q[...])
+        k = jnp.einsum("bsd,dhk->bshk", x, self.k[...])
+        v = jnp.einsum("bsd,dhk->bshk", x, self.v[...])
+        return jnp.einsum("bshk,hkd->bsd", attend(q, k, v, bias), self.o[...])
 
 
 class T5FeedForward(nnx.Module):
@@ -132,10 +132,10 @@ class T5FeedForward(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.is_gated:
-            hidden = self.act(x @ self.wi_0.value) * (x @ self.wi_1.value)
+            hidden = self.act(x @ self.wi_0[...]) * (x @ self.wi_1[...])
         else:
-            hidden = self.act(x @ self.wi.value)
-        return hidden @ self.wo.value
+            hidden = self.act(x @ self.wi[...])
+        return hidden @ self.wo[...]
 
 
 class T5Block(nnx.Module):
@@ -173,10 +173,10 @@ class T5Encoder(nnx.Module):
     def position_bias(self, length: int) -> jax.Array:
         """[1, H, S, S] learned bias for every (query, key) pair, shared by all blocks."""
         buckets = jnp.asarray(position_buckets(length, self.config))
-        return jnp.transpose(self.relative_bias.value[buckets], (2, 0, 1))[None]
+        return jnp.transpose(self.relative_bias[...][buckets], (2, 0, 1))[None]
 
     def __call__(self, ids: jax.Array, mask: jax.Array) -> jax.Array:
-        x = jnp.take(self.shared.value, ids, axis=0)
+        x = jnp.take(self.shared[...], ids, axis=0)
         bias = self.position_bias(ids.shape[1]) + key_padding_bias(mask)
         for block in self.blocks:
             x = block(x, bias)
@@ -193,26 +193,28 @@ def t5_from_state_dict(config: T5Config, sd: dict[str, np.ndarray]) -> T5Encoder
     used: set[str] = set()
     d, h, k, f = config.d_model, config.num_heads, config.d_kv, config.d_ff
     emb_key = "shared.weight" if "shared.weight" in sd else "encoder.embed_tokens.weight"
-    model.shared.value = jnp.asarray(take(sd, emb_key, (config.vocab_size, d), used))
+    model.shared.set_value(jnp.asarray(take(sd, emb_key, (config.vocab_size, d), used)))
     used.update({"shared.weight", "encoder.embed_tokens.weight"} & sd.keys())  # tied copies
     pre = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
-    model.relative_bias.value = jnp.asarray(
-        take(sd, pre, (config.relative_attention_num_buckets, h), used))
+    model.relative_bias.set_value(jnp.asarray(
+        take(sd, pre, (config.relative_attention_num_buckets, h), used)))
     for i, block in enumerate(model.blocks):
         p = f"encoder.block.{i}.layer"
         for name in ("q", "k", "v"):
             w = take(sd, f"{p}.0.SelfAttention.{name}.weight", (h * k, d), used)
-            getattr(block.attn, name).value = jnp.asarray(w.T.reshape(d, h, k))
+            getattr(block.attn, name).set_value(jnp.asarray(w.T.reshape(d, h, k)))
         w = take(sd, f"{p}.0.SelfAttention.o.weight", (d, h * k), used)
-        block.attn.o.value = jnp.asarray(w.T.reshape(h, k, d))
-        block.attn_norm.scale.value = jnp.asarray(take(sd, f"{p}.0.layer_norm.weight", (d,), used))
-        block.ffn_norm.scale.value = jnp.asarray(take(sd, f"{p}.1.layer_norm.weight", (d,), used))
+        block.attn.o.set_value(jnp.asarray(w.T.reshape(h, k, d)))
+        block.attn_norm.scale.set_value(jnp.asarray(take(sd, f"{p}.0.layer_norm.weight", (d,), used)))
+        block.ffn_norm.scale.set_value(jnp.asarray(take(sd, f"{p}.1.layer_norm.weight", (d,), used)))
         names = ("wi_0", "wi_1") if config.is_gated else ("wi",)
         for name in names:
             w = take(sd, f"{p}.1.DenseReluDense.{name}.weight", (f, d), used)
-            getattr(block.ffn, name).value = jnp.asarray(w.T)
-        block.ffn.wo.value = jnp.asarray(take(sd, f"{p}.1.DenseReluDense.wo.weight", (d, f), used).T)
-    model.final_norm.scale.value = jnp.asarray(take(sd, "encoder.final_layer_norm.weight", (d,), used))
+            getattr(block.ffn, name).set_value(jnp.asarray(w.T))
+        wo = take(sd, f"{p}.1.DenseReluDense.wo.weight", (d, f), used)
+        block.ffn.wo.set_value(jnp.asarray(wo.T))
+    model.final_norm.scale.set_value(
+        jnp.asarray(take(sd, "encoder.final_layer_norm.weight", (d,), used)))
     check_all_used(sd, used, ignore=("decoder.", "lm_head."))
     return model
 
