@@ -24,7 +24,7 @@ import numpy as np
 from flax import nnx
 
 from magnet_jax.text.dropout import RandomSource, cfg_dropout
-from magnet_jax.text.encoder import TextEncoder, collate_hidden
+from magnet_jax.text.encoder import TextEncoder, check_descriptions, collate_hidden
 from magnet_jax.text.layers import param, uniform
 
 OUTPUT_PROJ_PREFIX = "condition_provider.conditioners.description.output_proj"
@@ -132,7 +132,7 @@ class Conditioner:
         """
         if (cfg_dropout_p > 0 or word_dropout_p > 0) and rng is None:
             raise ValueError("dropout needs an rng (random.Random or numpy Generator)")
-        texts = list(descriptions)
+        texts = check_descriptions(descriptions)
         if cfg_dropout_p > 0:
             texts = cfg_dropout(texts, cfg_dropout_p, rng)
         rows = self.encoder.hidden_states(texts, word_dropout_p=word_dropout_p, rng=rng)
@@ -153,6 +153,6 @@ class Conditioner:
         The null half is the empty text with its mask zeroed, so it is exactly 0; its mask
         is all zeros and the conditional mask is `encode(...)`'s, cut to the same S.
         """
-        descriptions = list(descriptions)
+        descriptions = check_descriptions(descriptions)
         both = self.encode(descriptions + [None] * len(descriptions)).cond
         return both[:len(descriptions)], both[len(descriptions):]

@@ -111,7 +111,7 @@ class TextEncoder:
         `word_dropout_p` drops each space-separated word with that probability (training only;
         draws come from `rng` in the reference's order). Dropped-out variants bypass the cache.
         """
-        entries = [t if t is not None else "" for t in _check_texts(texts)]
+        entries = [t if t is not None else "" for t in check_descriptions(texts)]
         if word_dropout_p > 0:
             if rng is None:
                 raise ValueError("word dropout needs an rng (random.Random or numpy Generator)")
@@ -181,7 +181,8 @@ def collate_hidden(rows: Sequence[HiddenRow], null_length: int = 1, width: int |
     return hidden, mask
 
 
-def _check_texts(texts: Sequence[str | None]) -> list[str | None]:
+def check_descriptions(texts: Sequence[str | None]) -> list[str | None]:
+    """A list of str-or-None, non-empty; anything else is a caller mistake worth naming."""
     if isinstance(texts, str):
         raise TypeError("pass a list of descriptions, not a single string")
     texts = list(texts)
