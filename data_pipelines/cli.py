@@ -1,0 +1,144 @@
+"""``magnet-jax synth-corpus`` and ``magnet-jax tokenize``.
+
+    magnet-jax synth-corpus --out data/synth --clips 1000
+    magnet-jax tokenize data/synth --out data/tokens/magnet_tokens/1.0.0 --codec encodec_32khz
+
+``tokenize`` reads a MusicCaps CSV, an audiocraft JSONL or a folder of audio + .txt captions
+(auto-detected or ``--format``), encodes segments with EnCodec and writes a resumable,
+TFDS-loadable ArrayRecord dataset plus ``summary-<split>.json`` and ``rejects-<split>.tsv``.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+from pathlib import Path
+
+from magnet_jax.cli import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the data verbs to the ``magnet-jax`` command."""
+    p = subparsers.add_parser("synth-corpus", help="render a synthetic MusicCaps-style corpus",
+                              description=synth_corpus.__doc__)
+    p.add_argument("--out", type=Path, required=True, help="folder to write (created)")
+    p.add_argument("--clips", type=int, required=True, help="number of clips to render")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per clip (MusicCaps: 10)")
+    p.add_argument("--sample-rate", type=int, default=32000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=synth_corpus)
+
+    t = subparsers.add_parser("tokenize", help="encode a captioned music corpus to codec tokens",
+                              description=tokenize.__doc__)
+    t.add_argument("source", type=Path, help="MusicCaps .csv, audiocraft .jsonl(.gz), or a folder")
+    t.add_argument("--out", type=Path, required=True, help="dataset folder (TFDS layout)")
+    t.add_argument("--format", default="auto", choices=("auto", "musiccaps", "jsonl", "folder"))
+    t.add_argument("--audio-dir", type=Path, help="MusicCaps audio folder (default: audio/ beside the CSV)")
+    t.add_argument("--split", default="train")
+    t.add_argument("--codec", default="encodec_32khz",
+                   help="codec architecture: encodec_32khz, encodec_16khz, encodec_24khz")
+    t.add_argument("--codec-weights", help="converted checkpoint (audiocraft export or Hugging Face "
+                                           "folder); without it the codec has random weights")
+    t.add_argument("--codec-seed", type=int, default=0, help="init seed when no weights are given")
+    t.add_argument("--codec-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="change an EncodecConfig field of a random-init codec, e.g. n_filters=8 "
+                        "(repeatable; for small test codecs)")
+    t.add_argument("--segment-duration", type=float, default=10.0, help="seconds per record")
+    t.add_argument("--min-segment-ratio", type=float, default=0.5,
+                   help="keep a tail segment of at least this fraction of --segment-duration")
+    t.add_argument("--normalize", action="store_true", help="loudness-normalise to -14 LUFS")
+    t.add_argument("--batch-size", type=int, default=8, help="segments per codec call "
+                                                              "(a multiple of the local devices)")
+    t.add_argument("--clips-per-shard", type=int, default=64)
+    t.add_argument("--decode-workers", type=int, default=2)
+    t.add_argument("--max-shards", type=int, help="write at most this many new shards, then stop")
+    t.add_argument("--process-index", type=int, help="default: jax.process_index()")
+    t.add_argument("--process-count", type=int, help="default: jax.process_count()")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=tokenize)
+
+
+def synth_corpus(args: argparse.Namespace) -> int:
+    """Render a synthetic MusicCaps-style corpus (audio, captions, aspects, labels)."""
+    from data_pipelines.synth import write_corpus
+
+    if args.clips < 1 or args.duration <= 0 or args.sample_rate < 8000:
+        raise UserError(f"need --clips >= 1, --duration > 0 and --sample-rate >= 8000; got "
+                        f"{args.clips}, {args.duration}, {args.sample_rate}")
+    csv_path = write_corpus(args.out, args.clips, duration=args.duration,
+                            sample_rate=args.sample_rate, seed=args.seed,
+                            progress=not args.no_progress)
+    print(json.dumps({"csv": str(csv_path), "audio": str(args.out / "audio"),
+                      "labels": str(args.out / "labels.jsonl"), "clips": args.clips,
+                      "hours": round(args.clips * args.duration / 3600, 6)}))
+    return 0
+
+
+def tokenize(args: argparse.Namespace) -> int:
+    """Tokenize a corpus into ArrayRecord shards (resumable; see data_pipelines.tokenize)."""
+    from data_pipelines.audio import AudioSettings
+    from data_pipelines.encoder import CodecEncoder
+    from data_pipelines.manifests import read_manifest
+    from data_pipelines.tokenize import TokenizeOptions
+    from data_pipelines.tokenize import tokenize as run
+
+    try:
+        manifest = read_manifest(args.source, args.format, args.audio_dir)
+        encoder = CodecEncoder.from_name(args.codec, args.batch_size, weights=args.codec_weights,
+                                         seed=args.codec_seed,
+                                         overrides=parse_overrides(args.codec_override))
+        settings = AudioSettings(sample_rate=encoder.sample_rate, channels=encoder.channels,
+                                 segment_duration=args.segment_duration,
+                                 min_segment_ratio=args.min_segment_ratio, normalize=args.normalize)
+        pi, pc = _process(args)
+        opts = TokenizeOptions(split=args.split, clips_per_shard=args.clips_per_shard,
+                               decode_workers=args.decode_workers, process_index=pi,
+                               process_count=pc, max_shards=args.max_shards,
+                               progress=not args.no_progress)
+        summary = run(manifest, encoder, settings, args.out, opts)
+    except (ValueError, FileNotFoundError, KeyError, TypeError) as err:
+        raise UserError(str(err)) from None
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["n_filters=8", "ratios=(4, 4)"]`` -> ``{"n_filters": 8, "ratios": (4, 4)}``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--codec-override {item!r}: expected KEY=VALUE, e.g. n_filters=8")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()        # a bare string such as pad_mode=constant
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m data_pipelines.cli VERB ...``: the data verbs without the rest of the CLI."""
+    parser = argparse.ArgumentParser(prog="data_pipelines")
+    register(parser.add_subparsers(dest="verb", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"{args.verb}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _process(args: argparse.Namespace) -> tuple[int, int]:
+    if (args.process_index is None) != (args.process_count is None):
+        raise ValueError("give both --process-index and --process-count, or neither")
+    if args.process_index is not None:
+        return args.process_index, args.process_count
+    import jax
+
+    return jax.process_index(), jax.process_count()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""Tokenization job: manifest -> decoded segments -> codec tokens -> ArrayRecord shards.
+
+Why shaped this way:
+- Shards are fixed slices of the manifest (``clips_per_shard`` clips each), so the work is known
+  before it starts, process ``p`` of ``P`` takes shards ``p, p+P, ...`` and never coordinates.
+- A shard is written atomically and then marked done (``_tokenize/<split>/shard-XXXXX.json``
+  holds its record count, bytes, rejects and audio seconds). A resumed job skips done shards and
+  redoes any other, so killing the job mid-way and resuming gives the same shards.
+- Batches never cross a shard boundary and are padded to a fixed batch size, so a shard's bytes
+  depend only on its clips, the settings and the codec weights: deterministic.
+- Every skipped input becomes a :class:`~data_pipelines.rejects.Reject`; when the last shard is
+  done the job writes the TFDS metadata, ``rejects-<split>.tsv`` and ``summary-<split>.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from data_pipelines import records
+from data_pipelines.audio import AudioSettings, Segment, cut_segments, load_clip
+from data_pipelines.encoder import SegmentEncoder
+from data_pipelines.manifests import ClipSpec, Manifest
+from data_pipelines.rejects import Reject, Rejected, count_reasons, write_report
+
+STATE_DIR = "_tokenize"
+# text -> float [L, D] embedding; optional (see TokenizeOptions.text_embedder)
+TextEmbedder = Callable[[list[str]], list[np.ndarray]]
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizeOptions:
+    """Job layout that does not change the tokens themselves."""
+    split: str = "train"
+    clips_per_shard: int = 64
+    decode_workers: int = 2          # threads decoding audio (soundfile and soxr release the GIL)
+    process_index: int = 0
+    process_count: int = 1
+    max_shards: int | None = None    # stop after this many new shards (time-sliced jobs)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.clips_per_shard < 1:
+            raise ValueError(f"clips_per_shard must be >= 1, got {self.clips_per_shard}")
+        if not 0 <= self.process_index < self.process_count:
+            raise ValueError(f"process_index {self.process_index} not in [0, {self.process_count})")
+
+
+@dataclasses.dataclass
+class ShardResult:
+    """What one finished shard contributed (persisted as its done marker)."""
+    index: int
+    records: int
+    num_bytes: int
+    clips_ok: int
+    audio_seconds: float
+    tail_seconds: float
+    rejects: list[Reject]
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["rejects"] = [r.to_json() for r in self.rejects]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ShardResult":
+        d = dict(d)
+        d["rejects"] = [Reject(**r) for r in d["rejects"]]
+        return cls(**d)
+
+
+# ---------------------------------------------------------------- paths and fingerprint
+
+def state_dir(out: Path, split: str) -> Path:
+    return Path(out) / STATE_DIR / split
+
+
+def marker_path(out: Path, split: str, index: int) -> Path:
+    return state_dir(out, split) / f"shard-{index:05d}.json"
+
+
+def job_fingerprint(manifest: Manifest, encoder: SegmentEncoder, settings: AudioSettings,
+                    opts: TokenizeOptions, text_embedding: bool) -> dict:
+    """Everything that determines the shards' bytes; a resume with a different one is refused."""
+    clips = json.dumps([dataclasses.asdict(c) for c in manifest.clips], sort_keys=True, default=str)
+    return {
+        "manifest_sha256": hashlib.sha256(clips.encode()).hexdigest()[:16],
+        "clips": len(manifest.clips),
+        "codec": encoder.fingerprint,
+        "batch_size": encoder.batch_size,
+        "settings": dataclasses.asdict(settings),
+        "clips_per_shard": opts.clips_per_shard,
+        "text_embedding": text_embedding,
+    }
+
+
+def _check_or_write_fingerprint(out: Path, split: str, fp: dict) -> None:
+    path = state_dir(out, split) / "job.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != fp:
+            diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+            raise ValueError(f"{out} holds split {split!r} tokenized with different {diff}; "
+                             f"resume with the same inputs, or tokenize into a new --out folder")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(fp, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------- one shard
+
+def _load(clip: ClipSpec, settings: AudioSettings) -> tuple[list[Segment], float] | Reject:
+    try:
+        wav = load_clip(Path(clip.path), settings, clip.start_s, clip.end_s)
+    except Rejected as rej:
+        return rej.to_reject(clip.path, clip.clip_id)
+    return cut_segments(wav, settings, clip.start_s)
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def encode_segments(segments: list[Segment], encoder: SegmentEncoder,
+                    settings: AudioSettings) -> list[np.ndarray]:
+    """Codes [K, ceil(n/hop)] per segment: zero-pad each batch to full segments and batch size,
+    encode, keep the frames that cover real samples (audiocraft pads short segments with zeros
+    before encoding too)."""
+    out = []
+    full = settings.segment_samples
+    for batch in _batches(segments, encoder.batch_size):
+        audio = np.zeros((encoder.batch_size, settings.channels, full), np.float32)
+        for i, seg in enumerate(batch):
+            audio[i, :, :seg.wav.shape[-1]] = seg.wav
+        codes = encoder(audio)
+        for i, seg in enumerate(batch):
+            out.append(codes[i, :, :math.ceil(seg.wav.shape[-1] / encoder.hop_length)])
+    return out
+
+
+def tokenize_shard(clips: list[ClipSpec], index: int, encoder: SegmentEncoder,
+                   settings: AudioSettings, codec: records.RecordCodec, shard_path: Path,
+                   pool: ThreadPoolExecutor, text_embedder: TextEmbedder | None,
+                   on_clip: Callable[[], None]) -> ShardResult:
+    """Decode, encode and write one shard; returns its done-marker content."""
+    rejects, owners, segments, tail = [], [], [], 0.0
+    for clip, loaded in zip(clips, pool.map(lambda c: _load(c, settings), clips)):
+        on_clip()
+        if isinstance(loaded, Reject):
+            rejects.append(loaded)
+            continue
+        segs, clip_tail = loaded
+        tail += clip_tail
+        owners.extend([clip] * len(segs))
+        segments.extend(segs)
+    codes = encode_segments(segments, encoder, settings)
+    embeddings = _embed(text_embedder, [c.caption for c in owners])
+    payloads = []
+    for j, (clip, seg, c) in enumerate(zip(owners, segments, codes)):
+        ex = records.to_example(c, clip, seg.offset_s, seg.wav.shape[-1] / settings.sample_rate,
+                                embeddings[j] if embeddings else None)
+        payloads.append(codec.serialize(ex))
+    records.write_shard(shard_path, payloads)
+    return ShardResult(index=index, records=len(payloads), num_bytes=shard_path.stat().st_size,
+                       clips_ok=len({id(c) for c in owners}),
+                       audio_seconds=sum(s.wav.shape[-1] for s in segments) / settings.sample_rate,
+                       tail_seconds=tail, rejects=rejects)
+
+
+def _embed(embedder: TextEmbedder | None, texts: list[str]) -> list[np.ndarray] | None:
+    if embedder is None or not texts:
+        return None
+    return embedder(texts)
+
+
+def _write_marker(out: Path, split: str, result: ShardResult) -> None:
+    path = marker_path(out, split, result.index)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result.to_json(), sort_keys=True))
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------- the job
+
+def tokenize(manifest: Manifest, encoder: SegmentEncoder, settings: AudioSettings, out: Path,
+             opts: TokenizeOptions = TokenizeOptions(),
+             text_embedder: TextEmbedder | None = None) -> dict:
+    """Tokenize this process's shards of ``manifest`` into ``out``; finalize when all are done.
+
+    Returns this run's summary (the split's totals once finalized)."""
+    if (settings.sample_rate, settings.channels) != (encoder.sample_rate, encoder.channels):
+        raise ValueError(f"audio settings {settings.sample_rate} Hz x {settings.channels} ch do not "
+                         f"match the codec's {encoder.sample_rate} Hz x {encoder.channels} ch")
+    if not manifest.clips:
+        raise ValueError(f"{manifest.source}: no usable clips ({len(manifest.rejects)} rejected: "
+                         f"{count_reasons(manifest.rejects)}); check the source path and format")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_or_write_fingerprint(out, opts.split,
+                                job_fingerprint(manifest, encoder, settings, opts, text_embedder is not None))
+    n_shards = math.ceil(len(manifest.clips) / opts.clips_per_shard)
+    mine = list(range(opts.process_index, n_shards, opts.process_count))
+    codec = records.RecordCodec(records.features(text_embedder is not None))
+    written, skipped, audio_s, t0 = 0, 0, 0.0, time.perf_counter()
+    total_clips = sum(len(_shard_clips(manifest, i, opts)) for i in mine)
+    with tqdm(total=total_clips, desc=f"tokenize {opts.split}", unit="clip",
+              disable=not opts.progress) as bar, ThreadPoolExecutor(opts.decode_workers) as pool:
+        for i in mine:
+            clips = _shard_clips(manifest, i, opts)
+            if marker_path(out, opts.split, i).exists():
+                skipped += 1
+                bar.update(len(clips))
+                continue
+            if opts.max_shards is not None and written >= opts.max_shards:
+                break
+            result = tokenize_shard(clips, i, encoder, settings, codec,
+                                    out / records.shard_name(opts.split, i, n_shards), pool,
+                                    text_embedder, lambda: bar.update(1))
+            _write_marker(out, opts.split, result)
+            written += 1
+            audio_s += result.audio_seconds
+    wall = time.perf_counter() - t0
+    this_run = {"process_index": opts.process_index, "shards_written": written,
+                "shards_skipped": skipped, "audio_seconds": round(audio_s, 3),
+                "wall_seconds": round(wall, 3),
+                "audio_seconds_per_second": round(audio_s / wall, 3) if wall > 0 else None}
+    done = [marker_path(out, opts.split, i).exists() for i in range(n_shards)]
+    if all(done):
+        return finalize(out, manifest, encoder, opts.split, n_shards, this_run,
+                        text_embedder is not None)
+    return {"split": opts.split, "finished": False, "shards_done": sum(done),
+            "shards_total": n_shards, "this_run": this_run}
+
+
+def _shard_clips(manifest: Manifest, index: int, opts: TokenizeOptions) -> list[ClipSpec]:
+    return manifest.clips[index * opts.clips_per_shard:(index + 1) * opts.clips_per_shard]
+
+
+def finalize(out: Path, manifest: Manifest, encoder: SegmentEncoder, split: str, n_shards: int,
+             this_run: dict, text_embedding: bool) -> dict:
+    """All shards of ``split`` are done: write TFDS metadata, the rejects report, the summary."""
+    from data_pipelines.tfds_builder import write_dataset_info
+
+    results = [ShardResult.from_json(json.loads(marker_path(out, split, i).read_text()))
+               for i in range(n_shards)]
+    lengths, nbytes = _all_splits(out)
+    metadata = {"sample_rate": encoder.sample_rate, "channels": encoder.channels,
+                "hop_length": encoder.hop_length, "frame_rate": encoder.sample_rate / encoder.hop_length,
+                "n_q": encoder.n_q, "cardinality": encoder.cardinality, "codec": encoder.fingerprint}
+    write_dataset_info(out, lengths, nbytes, metadata, text_embedding)
+    rejects = manifest.rejects + [r for res in results for r in res.rejects]
+    write_report(out / f"rejects-{split}.tsv", rejects)
+    audio_s = sum(r.audio_seconds for r in results)
+    summary = {
+        "split": split, "finished": True, "source": manifest.source, "format": manifest.format,
+        "clips_listed": len(manifest.clips) + len(manifest.rejects),
+        "clips": sum(r.clips_ok for r in results), "records": sum(r.records for r in results),
+        "hours": round(audio_s / 3600, 6), "audio_seconds": round(audio_s, 3),
+        "tail_seconds_dropped": round(sum(r.tail_seconds for r in results), 3),
+        "uncaptioned_clips": manifest.uncaptioned,
+        "rejects": len(rejects), "rejects_by_reason": count_reasons(rejects),
+        "rejects_report": str(out / f"rejects-{split}.tsv"),
+        "shards": n_shards, "bytes": sum(r.num_bytes for r in results),
+        "codec": metadata, "this_run": this_run,
+    }
+    path = out / f"summary-{split}.json"
+    path.with_suffix(".tmp").write_text(json.dumps(summary, indent=1))
+    path.with_suffix(".tmp").replace(path)
+    return summary
+
+
+def _all_splits(out: Path) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """Shard lengths and bytes of every fully tokenized split in ``out`` (TFDS lists them all)."""
+    lengths, nbytes = {}, {}
+    for split_dir in sorted((Path(out) / STATE_DIR).iterdir()):
+        job = json.loads((split_dir / "job.json").read_text())
+        n = math.ceil(job["clips"] / job["clips_per_shard"])
+        markers = [split_dir / f"shard-{i:05d}.json" for i in range(n)]
+        if all(m.exists() for m in markers):
+            res = [json.loads(m.read_text()) for m in markers]
+            lengths[split_dir.name] = [r["records"] for r in res]
+            nbytes[split_dir.name] = sum(r["num_bytes"] for r in res)
+    return lengths, nbytes
