@@ -13,8 +13,9 @@ from flax import nnx
 import reference
 from text_fixtures import t5_folder
 from magnet_jax.text import (OUTPUT_PROJ_PREFIX, BertConfig, BertEncoder, Conditioner, T5Config,
-                             T5Encoder, TextConditioner, TextEncoder, bucket, cfg_dropout,
-                             collate_hidden, load_output_proj, word_dropout)
+                             T5Encoder, TextConditioner, TextEncoder, TextSettings, bucket,
+                             cfg_dropout, collate_hidden, load_output_proj, text_settings_from_xp,
+                             word_dropout)
 from magnet_jax.train.sharding import LOGICAL_AXIS_RULES, make_mesh
 
 DIM = 32  # LM model dim of the test conditioner
@@ -89,6 +90,32 @@ def test_conditions_with_null_match_audiocraft():
     assert not np.asarray(null).any() and not want[B:].any()   # null is exactly zero
     assert not np.asarray(cond)[2:4].any()                     # None and "" are null too
     assert np.abs(np.asarray(cond)[4]).max() > 0.1             # " " is not null
+
+    # the same through the released-checkpoint path: xp.cfg settings + condition_provider keys
+    sd = {f"condition_provider.{k}": v.numpy() for k, v in provider.state_dict().items()}
+    released = Conditioner.from_audiocraft(XP, sd, DIM, encoder_path=t5_folder("t5"))
+    with jax.default_matmul_precision("highest"):
+        cond2, _ = released.encode_with_null(PROMPTS)
+    np.testing.assert_allclose(np.asarray(cond2), np.asarray(cond), atol=1e-6)
+
+
+# The text part of a released MAGNeT music xp.cfg.
+XP = {"conditioners": {"description": {"model": "t5", "t5": {
+          "name": "t5-base", "finetune": False, "word_dropout": 0.3, "normalize_text": False}}},
+      "classifier_free_guidance": {"training_dropout": 0.3, "inference_coef": 3.0},
+      "attribute_dropout": {}}
+
+
+def test_text_settings_from_xp():
+    settings = text_settings_from_xp(XP)
+    assert settings == TextSettings("description", "t5-base", 0.3, 0.3, 0.0)
+    lut = {**XP, "conditioners": {"description": {"model": "lut", "lut": {}}}}
+    with pytest.raises(ValueError, match="only 't5'"):
+        text_settings_from_xp(lut)
+    spacy = {**XP, "conditioners": {"description": {"model": "t5", "t5": {
+        **XP["conditioners"]["description"]["t5"], "normalize_text": True}}}}
+    with pytest.raises(ValueError, match="normalize_text"):
+        text_settings_from_xp(spacy)
 
 
 def test_word_dropout_matches_audiocraft_tokenize():
@@ -171,10 +198,11 @@ def test_cache_skips_the_encoder_for_repeated_prompts():
 
 
 def test_bucketed_shapes_reuse_compiled_programs():
-    assert [bucket(n, 8) for n in (1, 8, 9, 16, 17, 100)] == [8, 8, 16, 16, 32, 128]
+    assert [bucket(n, 8) for n in (1, 8, 9, 13, 17, 25, 100)] == [8, 8, 12, 16, 24, 32, 128]
+    assert [bucket(n) for n in (1, 2, 3, 5, 7, 64)] == [1, 2, 3, 6, 8, 64]
     assert bucket(3, multiple=4) == 4 and bucket(5, multiple=4) == 8
     encoder = TextEncoder.t5(t5_folder("t5"), cache_size=0)
-    encoder.hidden_states(["calm piano", "loud drums", "a"])     # 3 rows, short: bucket (4, 8)
+    encoder.hidden_states(["calm piano", "loud drums", "a", "b"])  # 4 rows, short: bucket (4, 8)
     size = encoder._forward._cache_size()
     encoder.hidden_states(["x", "y", "z", "w"])                  # 4 rows, short: same program
     assert encoder._forward._cache_size() == size

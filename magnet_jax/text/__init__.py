@@ -5,8 +5,9 @@
     cond, null = conditioner.encode_with_null(["80s synth pop", "calm piano"])   # [B, S, D] each
 """
 from magnet_jax.text.conditioner import (OUTPUT_PROJ_PREFIX, Condition, Conditioner,
-                                         OutputProjection, TextConditioner, load_output_proj,
-                                         output_proj_from_torch)
+                                         OutputProjection, TextConditioner, TextSettings,
+                                         load_output_proj, output_proj_from_torch,
+                                         text_settings_from_xp)
 from magnet_jax.text.dropout import cfg_dropout, word_dropout
 from magnet_jax.text.encoder import TextEncoder, bucket, collate_hidden
 from magnet_jax.text.files import ModelFilesError, resolve_model_folder
@@ -16,7 +17,7 @@ from magnet_jax.text.tokenizer import TextTokenizer, TokenBatch, load_tokenizer
 
 __all__ = [
     "OUTPUT_PROJ_PREFIX", "Condition", "Conditioner", "OutputProjection", "TextConditioner",
-    "load_output_proj", "output_proj_from_torch", "cfg_dropout", "word_dropout", "TextEncoder",
+    "TextSettings", "text_settings_from_xp", "load_output_proj", "output_proj_from_torch", "cfg_dropout", "word_dropout", "TextEncoder",
     "bucket", "collate_hidden", "ModelFilesError", "resolve_model_folder", "BertConfig",
     "BertEncoder", "load_bert", "minilm_folder", "T5Config", "T5Encoder", "load_t5",
     "TextTokenizer", "TokenBatch", "load_tokenizer",

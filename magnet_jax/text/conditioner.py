@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Mapping, NamedTuple, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -91,6 +92,45 @@ def load_output_proj(conditioner: TextConditioner, state_dict: Mapping[str, np.n
     return {f"{prefix}.weight", f"{prefix}.bias"}
 
 
+@dataclass(frozen=True)
+class TextSettings:
+    """The text-conditioning settings of an audiocraft experiment (its `xp.cfg`).
+
+    encoder: the T5 hub name ("t5-base" for music MAGNeT, "t5-large" for audio MAGNeT).
+    word_dropout: T5Conditioner's per-word drop probability (training).
+    cfg_dropout: classifier_free_guidance.training_dropout (0.3 music, 0.1 audio).
+    attribute_dropout: attribute_dropout.text.<attribute> (a second whole-batch drop).
+    """
+    attribute: str
+    encoder: str
+    word_dropout: float
+    cfg_dropout: float
+    attribute_dropout: float
+
+
+def text_settings_from_xp(xp: Mapping[str, Any]) -> TextSettings:
+    """Read the text conditioner's settings from a parsed `xp.cfg` (a nested dict)."""
+    conditioners = dict(xp.get("conditioners") or {})
+    conditioners.pop("args", None)
+    if len(conditioners) != 1:
+        raise ValueError(f"expected exactly one text conditioner in xp.cfg, found "
+                         f"{sorted(conditioners)}; only single-attribute text conditioning is ported")
+    attribute, spec = next(iter(conditioners.items()))
+    if spec.get("model") != "t5":
+        raise ValueError(f"conditioner {attribute!r} is {spec.get('model')!r}; only 't5' is ported")
+    t5 = spec["t5"]
+    if t5.get("normalize_text"):
+        raise ValueError("xp.cfg asks for normalize_text (spacy lemmatisation), which is not ported")
+    if t5.get("finetune"):
+        raise ValueError("xp.cfg fine-tunes T5 with the LM; the port keeps the encoder frozen")
+    return TextSettings(
+        attribute=str(attribute), encoder=str(t5["name"]),
+        word_dropout=float(t5.get("word_dropout", 0.0)),
+        cfg_dropout=float((xp.get("classifier_free_guidance") or {}).get("training_dropout", 0.0)),
+        attribute_dropout=float(((xp.get("attribute_dropout") or {}).get("text") or {})
+                                .get(attribute, 0.0)))
+
+
 class Conditioner:
     """Descriptions -> conditions for the LM: frozen encoder (host + jit) and the trained projection."""
 
@@ -107,6 +147,19 @@ class Conditioner:
     def create(cls, encoder: TextEncoder, dim: int, seed: int = 0) -> "Conditioner":
         """A conditioner with a freshly initialised output_proj (training from scratch)."""
         return cls(encoder, TextConditioner(encoder.width, dim, nnx.Rngs(seed)))
+
+    @classmethod
+    def from_audiocraft(cls, xp: Mapping[str, Any], condition_state: Mapping[str, np.ndarray],
+                        dim: int, encoder_path: str | os.PathLike | None = None,
+                        **kwargs) -> "Conditioner":
+        """The conditioner of a released checkpoint: T5 named by xp.cfg (or `encoder_path`, a
+        local copy of it) and output_proj from the checkpoint's `condition_provider.*` keys."""
+        settings = text_settings_from_xp(xp)
+        encoder = TextEncoder.t5(encoder_path or settings.encoder, **kwargs)
+        conditioner = TextConditioner(encoder.width, dim, nnx.Rngs(0))
+        prefix = f"condition_provider.conditioners.{settings.attribute}.output_proj"
+        load_output_proj(conditioner, condition_state, prefix)
+        return cls(encoder, conditioner)
 
     @classmethod
     def t5(cls, name_or_path: str | os.PathLike, dim: int, seed: int = 0, **kwargs) -> "Conditioner":

@@ -6,7 +6,9 @@ We therefore encode each distinct prompt once, keep its unpadded states [n_token
 (in an LRU cache for repeated prompts, or on disk when the data pipeline precomputes them),
 and pad a batch back together with `collate_hidden`, reproducing the reference's
 pad-to-the-longest-in-the-batch shape exactly. On-the-fly encoding and precomputed embeddings
-then go through the same collate -> project code.
+then go through the same collate -> project code. Because batch mates do not matter, distinct
+prompts are sorted by token count and encoded in chunks padded to shape buckets: few compiled
+programs, and about as many padded tokens as real ones.
 
 A prompt that is empty after dropout ("", or None) is the null condition: the reference
 tokenizes "" (T5: just `</s>`) and zeroes its mask, so its projected states are exactly 0. We
@@ -26,38 +28,56 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from magnet_jax.text.dropout import RandomSource, word_dropout
-from magnet_jax.text.tokenizer import TextTokenizer, TokenBatch, load_tokenizer
+from magnet_jax.text.tokenizer import TextTokenizer, TokenBatch, load_tokenizer, pad_rows
 from magnet_jax.train.sharding import batch_axis_size, logical_sharding, state_shardings
 
 HiddenRow = np.ndarray | None  # [n_tokens, width] float32, or None for the null condition
 
 
 def bucket(n: int, minimum: int = 1, multiple: int = 1) -> int:
-    """Smallest power of two >= max(n, minimum), rounded up to `multiple`.
+    """Smallest size >= max(n, minimum) of the form 2^k or 3 * 2^(k-2), rounded up to `multiple`.
 
     Encoder shapes are padded to buckets so a stream of batches of varying size and length
-    compiles a handful of programs instead of one per shape. Extra rows and columns are masked
-    out, so they do not change the real tokens' states.
+    compiles a handful of programs instead of one per shape; the 1.5x steps between powers of
+    two keep the padding waste under a third. Extra rows and columns are masked out, so they do
+    not change the real tokens' states.
     """
-    size = max(minimum, 1 << max(n - 1, 0).bit_length())
+    size = max(n, minimum, 1)
+    power = 1 << (size - 1).bit_length()
+    size = power * 3 // 4 if power >= 4 and power * 3 // 4 >= size else power
     return -(-size // multiple) * multiple
 
 
 class TextEncoder:
-    """A frozen pretrained text encoder (T5 or BERT) with its tokenizer and a prompt cache."""
+    """A frozen pretrained text encoder (T5 or BERT) with its tokenizer and a prompt cache.
+
+    Args:
+        model: a `T5Encoder` or `BertEncoder` (anything mapping ids, mask -> [B, S, width]).
+        tokenizer: the model's tokenizer (`load_tokenizer`).
+        cache_size: prompts whose states are kept (LRU); 0 turns the cache off.
+        dtype: compute dtype of the encoder weights (bfloat16 halves memory on accelerators);
+            states come back as float32 either way.
+        mesh: place weights by their logical axes and split the batch over data x fsdp.
+        min_length: shortest token bucket (tiny prompts share one program).
+        chunk_rows: prompts per encoder call; prompts are sorted by length first.
+    """
 
     def __init__(self, model: nnx.Module, tokenizer: TextTokenizer, *, cache_size: int = 4096,
-                 dtype: jnp.dtype = jnp.float32, mesh: Mesh | None = None, min_length: int = 8):
+                 dtype: jnp.dtype = jnp.float32, mesh: Mesh | None = None, min_length: int = 8,
+                 chunk_rows: int = 16):
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
         self.tokenizer = tokenizer
         self.width: int = model.width
         self.cache_size = cache_size
         self.min_length = min_length
+        self.chunk_rows = chunk_rows
         self.mesh = mesh
         self.null_length = len(tokenizer.encode(""))
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         graphdef, state = nnx.split(model)
-        state = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
-                             state)
+        state = jax.tree.map(
+            lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, state)
         if mesh is not None:
             state = jax.device_put(state, state_shardings(state, mesh))
         self._state = state
@@ -90,11 +110,15 @@ class TextEncoder:
     def tokenize(self, texts: Sequence[str]) -> TokenBatch:
         return self.tokenizer(texts)
 
-    def forward(self, tokens: TokenBatch) -> np.ndarray:
-        """Encoder states [B, S, width] for a token batch (padded to buckets, then cut back)."""
+    def forward(self, tokens: TokenBatch, exact: bool = False) -> np.ndarray:
+        """Encoder states [B, S, width] for a token batch (padded to buckets, then cut back).
+
+        `exact=True` skips the bucket padding (one compile per shape; for benchmarks).
+        """
         batch, length = tokens.ids.shape
-        rows = bucket(batch, multiple=batch_axis_size(self.mesh) if self.mesh else 1)
-        cols = bucket(length, self.min_length)
+        multiple = batch_axis_size(self.mesh) if self.mesh else 1
+        rows = -(-batch // multiple) * multiple if exact else bucket(batch, multiple=multiple)
+        cols = length if exact else bucket(length, self.min_length)
         ids = np.full((rows, cols), self.tokenizer.pad_id, np.int32)
         mask = np.zeros((rows, cols), np.int32)
         ids[:batch, :length], mask[:batch, :length] = tokens.ids, tokens.mask
@@ -118,12 +142,7 @@ class TextEncoder:
             entries = word_dropout(entries, word_dropout_p, rng)
         use_cache = self.cache_size > 0 and word_dropout_p == 0
         todo = list(dict.fromkeys(t for t in entries if t and not (use_cache and t in self._cache)))
-        fresh: dict[str, np.ndarray] = {}
-        if todo:
-            tokens = self.tokenize(todo)
-            states = self.forward(tokens)
-            for i, text in enumerate(todo):
-                fresh[text] = states[i, :tokens.lengths[i]].copy()
+        fresh = self._encode(todo)
         rows: list[HiddenRow] = []
         for text in entries:
             if not text:
@@ -136,6 +155,22 @@ class TextEncoder:
         if use_cache:
             self._remember(fresh)
         return rows
+
+    def _encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """States of distinct texts, encoded in chunks of similar length.
+
+        Sorting by token count before chunking keeps padding small (a prompt's states do not
+        depend on its batch mates), so a batch of mixed lengths costs about its real tokens.
+        """
+        token_rows = self.tokenizer.encode_many(texts) if texts else []
+        order = sorted(range(len(texts)), key=lambda i: len(token_rows[i]))
+        fresh: dict[str, np.ndarray] = {}
+        for start in range(0, len(order), self.chunk_rows):
+            chunk = order[start:start + self.chunk_rows]
+            states = self.forward(pad_rows([token_rows[i] for i in chunk], self.tokenizer.pad_id))
+            for j, i in enumerate(chunk):
+                fresh[texts[i]] = states[j, :len(token_rows[i])].copy()
+        return fresh
 
     def _remember(self, fresh: dict[str, np.ndarray]) -> None:
         for text, states in fresh.items():
