@@ -254,8 +254,8 @@ def test_sharded_encoder_matches_single_device():
     texts = ["calm piano", "loud drums with a heavy riff", "x", None, "soft strings"]
     plain = TextEncoder.t5(t5_folder("t5"), cache_size=0)
     sharded = TextEncoder.t5(t5_folder("t5"), cache_size=0, mesh=mesh)
-    q = sharded._state["blocks"][0]["attn"]["q"][...]
-    assert q.sharding.spec[1] == "tensor"
+    q = sharded._state["blocks"]["q"][...]                 # [layers, d, heads, d_kv]
+    assert q.sharding.spec[2] == "tensor"
     with jax.default_matmul_precision("highest"):
         a, b = plain.hidden_states(texts), sharded.hidden_states(texts)
     for x, y in zip(a, b):

