@@ -175,19 +175,22 @@ class Conditioner:
         return self.conditioner.output_proj.kernel[...].shape[1]
 
     def states(self, descriptions: Sequence[str | None], *, cfg_dropout_p: float = 0.0,
-               word_dropout_p: float = 0.0, rng: RandomSource | None = None,
+               attribute_dropout_p: float = 0.0, word_dropout_p: float = 0.0,
+               rng: RandomSource | None = None,
                pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Encoder states and mask for a batch, padded to its longest (host numpy).
 
-        For training: CFG dropout (one draw for the batch) then word dropout, the order
-        audiocraft's solver and T5Conditioner.tokenize apply them. Feed the result to
+        For training: CFG dropout (one draw for the batch), attribute dropout (another
+        whole-batch draw), then word dropout, the order audiocraft's LM / T5Conditioner apply
+        them (`TextSettings` holds a checkpoint's values). Feed the result to
         `TextConditioner` inside the train step, or use `project`.
         """
-        if (cfg_dropout_p > 0 or word_dropout_p > 0) and rng is None:
+        if (cfg_dropout_p > 0 or attribute_dropout_p > 0 or word_dropout_p > 0) and rng is None:
             raise ValueError("dropout needs an rng (random.Random or numpy Generator)")
         texts = check_descriptions(descriptions)
-        if cfg_dropout_p > 0:
-            texts = cfg_dropout(texts, cfg_dropout_p, rng)
+        for p in (cfg_dropout_p, attribute_dropout_p):
+            if p > 0:
+                texts = cfg_dropout(texts, p, rng)
         rows = self.encoder.hidden_states(texts, word_dropout_p=word_dropout_p, rng=rng)
         return collate_hidden(rows, self.encoder.null_length, self.encoder.width, pad_to)
 
