@@ -100,3 +100,31 @@ def test_least_probable_spans_equal_reference(span_len):
             fake, torch.as_tensor(scores).view(1, 1, -1), target)[0, 0].numpy()
         got = np.asarray(least_probable_spans(jnp.asarray(scores), jnp.int32(target), span_len))
         np.testing.assert_array_equal(got, want, err_msg=f"T={T} target={target}")
+
+
+def test_nucleus_and_top_k_sets_equal_sorting():
+    """The bisection thresholds keep exactly the sets torch's sort-based rules keep."""
+    from magnet_jax.lm.sampler import kth_largest, top_p_threshold
+    logits = np.random.default_rng(0).normal(size=(64, 300)).astype(np.float32) * 3
+    p = np.asarray(jax.nn.softmax(jnp.asarray(logits), -1))
+    for top_p in (0.1, 0.5, 0.9, 0.99):
+        order = np.argsort(-p, -1, kind="stable")
+        ps = np.take_along_axis(p, order, -1)
+        keep_sorted = (np.cumsum(ps, -1) - ps) <= top_p
+        want = np.zeros_like(keep_sorted)
+        np.put_along_axis(want, order, keep_sorted, -1)
+        got = p >= np.asarray(top_p_threshold(jnp.asarray(p), top_p))[:, None]
+        np.testing.assert_array_equal(got, want)
+    for k in (1, 7, 50):
+        kth = np.sort(p, -1)[:, -k]
+        np.testing.assert_array_equal(np.asarray(kth_largest(jnp.asarray(p), k)), kth)
+
+
+def test_inverse_cdf_draws_follow_the_weights():
+    """Chi-square-style check: empirical frequencies match the weights."""
+    from magnet_jax.lm.sampler import sample_from_weights
+    w = jnp.array([0.0, 1.0, 2.0, 0.0, 5.0])
+    draws = np.asarray(sample_from_weights(jax.random.key(0), jnp.broadcast_to(w, (20000, 5))))
+    freq = np.bincount(draws, minlength=5) / draws.size
+    np.testing.assert_allclose(freq, np.asarray(w / w.sum()), atol=0.01)
+    assert freq[0] == 0 and freq[3] == 0

@@ -147,20 +147,62 @@ def least_probable_spans(token_scores: jax.Array, num_masked: jax.Array, span_le
 
 
 # -- sampling --------------------------------------------------------------------------------
+# Sorting a [T, card] block every step (what torch's sample_top_p does) dominates a CPU step, so
+# the kept sets are found by bisection over float32 bit patterns instead: for non-negative floats
+# the int32 bit pattern is ordered like the value, so 31 halvings pin the exact threshold value.
+def _as_float(bits: jax.Array) -> jax.Array:
+    return jax.lax.bitcast_convert_type(bits, jnp.float32)
+
+
+def top_p_threshold(probs: jax.Array, top_p: float) -> jax.Array:
+    """Smallest kept probability of the nucleus: x is kept iff the mass of strictly more
+    probable tokens is <= top_p (torch's ``cumsum - p > top_p`` removal rule). -> [...]"""
+    hi = jax.lax.bitcast_convert_type(probs.max(-1), jnp.int32)   # mass above max is 0: kept
+    lo = jnp.zeros_like(hi)                                       # mass above 0 is ~1 > top_p
+
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = lo + (hi - lo) // 2
+        above = jnp.where(probs > _as_float(mid)[..., None], probs, 0.0).sum(-1)
+        ok = above <= top_p
+        return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
+
+    return _as_float(jax.lax.fori_loop(0, 31, halve, (lo, hi))[1])
+
+
+def kth_largest(probs: jax.Array, k: int) -> jax.Array:
+    """The k-th largest probability per row (torch.topk(probs, k).values[..., -1]). -> [...]"""
+    lo = jnp.zeros(probs.shape[:-1], jnp.int32)                              # count(p >= 0) >= k
+    hi = jax.lax.bitcast_convert_type(probs.max(-1), jnp.int32) + 1          # count(p >= above max) = 0
+
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = lo + (hi - lo) // 2
+        ok = (probs >= _as_float(mid)[..., None]).sum(-1) >= k
+        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+    return _as_float(jax.lax.fori_loop(0, 32, halve, (lo, hi))[0])
+
+
+def sample_from_weights(key: jax.Array, weights: jax.Array) -> jax.Array:
+    """One draw per row from unnormalised non-negative weights, by inverse CDF (one uniform per
+    position instead of a Gumbel variate per token)."""
+    cdf = jnp.cumsum(weights, axis=-1)
+    u = jax.random.uniform(key, weights.shape[:-1]) * cdf[..., -1]
+    return jnp.minimum((cdf <= u[..., None]).sum(-1), weights.shape[-1] - 1).astype(jnp.int32)
+
+
 def sample_tokens(logits: jax.Array, probs: jax.Array, key: jax.Array, cfg: SamplerConfig) -> jax.Array:
     """Draw one token per position [B, T] as audiocraft's sample_top_p / sample_top_k / multinomial."""
     if not cfg.use_sampling:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     if cfg.top_p > 0.0:
-        order = jnp.argsort(-probs, axis=-1, stable=True)
-        sorted_p = jnp.take_along_axis(probs, order, axis=-1)
-        keep = (jnp.cumsum(sorted_p, axis=-1) - sorted_p) <= cfg.top_p
-        choice = jax.random.categorical(key, jnp.log(jnp.where(keep, sorted_p, 0.0)), axis=-1)
-        return jnp.take_along_axis(order, choice[..., None], axis=-1)[..., 0].astype(jnp.int32)
-    if cfg.top_k > 0:
-        kth = jax.lax.top_k(probs, cfg.top_k)[0][..., -1:]
-        return jax.random.categorical(key, jnp.log(jnp.where(probs >= kth, probs, 0.0)), axis=-1).astype(jnp.int32)
-    return jax.random.categorical(key, jnp.log(probs), axis=-1).astype(jnp.int32)
+        weights = jnp.where(probs >= top_p_threshold(probs, cfg.top_p)[..., None], probs, 0.0)
+    elif cfg.top_k > 0:
+        weights = jnp.where(probs >= kth_largest(probs, cfg.top_k)[..., None], probs, 0.0)
+    else:
+        weights = probs
+    return sample_from_weights(key, weights)
 
 
 # -- one stage ----------------------------------------------------------------------------------
