@@ -19,9 +19,10 @@ from magnet_jax.lm.config import LMConfig
 
 
 def forward_flops(cfg: LMConfig, rows: int, T: int, S: int, cross_rows: int, heads: int,
-                  condition_kv: bool = True) -> float:
+                  condition_kv: bool = True, keys: int | None = None) -> float:
     D, F, L = cfg.dim, cfg.ffn_dim, cfg.num_layers
-    self_attn = 2 * rows * T * D * 4 * D + 4 * rows * T * T * D
+    keys = T if keys is None else keys
+    self_attn = 2 * rows * T * D * 4 * D + 4 * rows * T * keys * D
     cross = 0.0
     if cfg.cross_attention and cross_rows:
         cross = 4 * cross_rows * T * D * D + 4 * cross_rows * T * S * D
@@ -33,11 +34,14 @@ def forward_flops(cfg: LMConfig, rows: int, T: int, S: int, cross_rows: int, hea
 def sampler_flops(cfg: LMConfig, batch: int, T: int, S: int, decoding_steps, cfg_guidance: bool = True,
                   as_reference: bool = False) -> float:
     """FLOPs of one whole generation (all stages and steps)."""
-    steps = sum(decoding_steps)
+    from magnet_jax.modules.attention import LocalBand
     rows = 2 * batch if cfg_guidance else batch
     if as_reference:
-        return steps * forward_flops(cfg, rows, T, S, cross_rows=rows, heads=cfg.n_q)
-    per_step = forward_flops(cfg, rows, T, S, cross_rows=batch if cfg_guidance else 0, heads=1,
-                             condition_kv=False)
-    kv_once = cfg.num_layers * 4 * batch * S * cfg.dim * cfg.dim if cfg_guidance else 0.0
-    return steps * per_step + kv_once
+        return sum(decoding_steps) * forward_flops(cfg, rows, T, S, cross_rows=rows, heads=cfg.n_q)
+    total = cfg.num_layers * 4 * batch * S * cfg.dim * cfg.dim if cfg_guidance else 0.0  # k|v once
+    for stage, steps in enumerate(decoding_steps):
+        band = stage > 0 and cfg.subcodes_context >= 0
+        keys = min(LocalBand(cfg.subcodes_context).block, T) + 2 * cfg.subcodes_context if band else T
+        total += steps * forward_flops(cfg, rows, T, S, cross_rows=batch if cfg_guidance else 0, heads=1,
+                                       condition_kv=False, keys=keys)
+    return total

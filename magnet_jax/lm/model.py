@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from magnet_jax.lm.config import LMConfig
-from magnet_jax.modules.attention import band_bias
+from magnet_jax.modules.attention import LocalBand, band_bias
 from magnet_jax.modules.embedding import sinusoidal_embedding
 from magnet_jax.modules.layers import LayerNorm, gaussian_std, param, truncated_normal
 from magnet_jax.modules.transformer import Transformer
@@ -45,17 +45,17 @@ class MagnetLM(nnx.Module):
         x = x + cfg.positional_scale * pos[None]
         return x.astype(cfg.dtype)
 
-    def attention_bias(self, stage: int | jax.Array, length: int) -> jax.Array | None:
-        """Band bias for stages > 0; None (full attention) for stage 0 or subcodes_context = -1.
-
-        ``stage`` may be a Python int (the sampler unrolls stages) or a traced scalar (training
-        draws one stage per batch inside the jitted step).
+    def attention_bias(self, stage: int | jax.Array, length: int) -> "jax.Array | LocalBand | None":
+        """The self-attention restriction of a stage: None (full) for stage 0 or
+        subcodes_context = -1; for stages > 0 a static ``LocalBand`` when the stage is a Python
+        int (the sampler: only the band is computed), else an additive band bias selected by
+        the traced stage (training draws one stage per batch inside the jitted step).
         """
         if self.cfg.subcodes_context < 0:
             return None
-        band = band_bias(length, self.cfg.subcodes_context)
         if isinstance(stage, int):
-            return band if stage > 0 else None
+            return LocalBand(self.cfg.subcodes_context) if stage > 0 else None
+        band = band_bias(length, self.cfg.subcodes_context)
         return jnp.where(stage > 0, band, jnp.zeros_like(band))
 
     def project_condition(self, cond: jax.Array | None) -> jax.Array | None:

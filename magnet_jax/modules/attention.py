@@ -9,10 +9,12 @@ not once per decoding step.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from magnet_jax.modules.layers import param, truncated_normal, uniform, gaussian_std
@@ -27,6 +29,44 @@ def band_bias(length: int, context: int, dtype=jnp.float32) -> jax.Array:
     pos = jnp.arange(length)
     valid = jnp.abs(pos[:, None] - pos[None, :]) <= context
     return jnp.where(valid, 0.0, -jnp.inf).astype(dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalBand:
+    """Static marker: attend only to keys within ``context`` frames of the query.
+
+    Used when the stage is a Python int (the sampler): queries are cut into blocks of ``block``
+    frames and each block attends to its own window of ``block + 2 * context`` keys, so the
+    cost is O(T * window) instead of O(T^2). Numerically it is the band-masked softmax (the
+    masked-out keys have weight exactly 0 either way), up to summation order.
+    """
+    context: int
+    block: int = 32
+
+
+def band_window_attention(q: jax.Array, k: jax.Array, v: jax.Array, band: LocalBand) -> jax.Array:
+    """Blocked local attention, q/k/v [B, T, H, Dh] -> [B, T, H, Dh]."""
+    B, T, H, Dh = q.shape
+    c, blk = band.context, min(band.block, T)
+    n_blocks = -(-T // blk)
+    Tp = n_blocks * blk
+    window = blk + 2 * c
+    q = jnp.pad(q, ((0, 0), (0, Tp - T), (0, 0), (0, 0))).reshape(B, n_blocks, blk, H, Dh)
+    pad = ((0, 0), (c, Tp - T + c), (0, 0), (0, 0))
+    kp, vp = jnp.pad(k, pad), jnp.pad(v, pad)
+    starts = [i * blk for i in range(n_blocks)]
+    kw = jnp.stack([kp[:, s:s + window] for s in starts], axis=1)   # [B, nb, W, H, Dh]
+    vw = jnp.stack([vp[:, s:s + window] for s in starts], axis=1)
+    # key position of window slot j for block i: i*blk + j - c; valid if in [0, T) and |dq| <= c
+    qpos = np.arange(Tp).reshape(n_blocks, blk, 1)
+    kpos = (np.arange(n_blocks)[:, None, None] * blk + np.arange(window)[None, None, :] - c)
+    valid = (np.abs(qpos - kpos) <= c) & (kpos >= 0) & (kpos < T)
+    bias = jnp.asarray(np.where(valid, 0.0, -np.inf), jnp.float32)  # [nb, blk, W]
+    q = q * jnp.asarray(1.0 / math.sqrt(Dh), q.dtype)
+    scores = jnp.einsum("bnqhd,bnkhd->bnhqk", q, kw, preferred_element_type=jnp.float32)
+    weights = jax.nn.softmax(scores + bias[None, :, None], axis=-1).astype(v.dtype)
+    out = jnp.einsum("bnhqk,bnkhd->bnqhd", weights, vw)
+    return out.reshape(B, Tp, H, Dh)[:, :T]
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
@@ -51,9 +91,12 @@ class SelfAttention(nnx.Module):
         self.out_proj = param(rngs, truncated_normal(gaussian_std(dim, depth)), (num_heads, head_dim, dim),
                               ("heads", "kv", "embed"))
 
-    def __call__(self, x: jax.Array, bias: jax.Array | None) -> jax.Array:
+    def __call__(self, x: jax.Array, bias: "jax.Array | LocalBand | None") -> jax.Array:
         qkv = jnp.einsum("btd,dchk->cbthk", x, self.in_proj[...].astype(x.dtype))
-        out = dot_product_attention(qkv[0], qkv[1], qkv[2], bias)
+        if isinstance(bias, LocalBand):
+            out = band_window_attention(qkv[0], qkv[1], qkv[2], bias)
+        else:
+            out = dot_product_attention(qkv[0], qkv[1], qkv[2], bias)
         return jnp.einsum("bthk,hkd->btd", out, self.out_proj[...].astype(x.dtype))
 
 

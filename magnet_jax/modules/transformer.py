@@ -2,7 +2,7 @@
 
 One layer (audiocraft's ``StreamingTransformerLayer`` with norm_first=True, no biases, no dropout):
 
-    x += SelfAttn(norm1(x), band bias)
+    x += SelfAttn(norm1(x), band)          # stages > 0: only +-subcodes_context frames
     x += CrossAttn(norm_cross(x), condition)      # rows with the null condition skip this
     x += linear2(gelu_exact(linear1(norm2(x))))
 
