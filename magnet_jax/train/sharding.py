@@ -32,6 +32,7 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Any], ...] = (
     ("vocab", "tensor"),           # output heads' card axis
     ("emb_vocab", None),           # embedding tables' card+1 rows (2049: not divisible)
     ("cond_embed", None),          # text encoder width feeding output_proj
+    ("rel_buckets", None),         # T5 relative-position buckets
     ("channels", None),            # codec channels
     ("time", None),                # codec samples / frames
     # activations get their own names so a parameter rule (embed -> fsdp) never collides
