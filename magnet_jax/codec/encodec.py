@@ -98,6 +98,8 @@ class Encodec(nnx.Module):
 
     def encode(self, audio: jax.Array, n_q: int | None = None) -> jax.Array:
         """Audio ``[B, C, N]`` (float) -> codes ``[B, n_q, ceil(N / hop)]`` (int32)."""
+        if n_q is not None and not 1 <= n_q <= self.n_q:
+            raise ValueError(f"n_q={n_q}: this codec has {self.n_q} codebooks; use 1..{self.n_q}")
         return self.quantizer.encode(self.encode_latent(audio), n_q)
 
     def decode_latent(self, codes: jax.Array) -> jax.Array:
