@@ -56,7 +56,7 @@ def test_loss_and_grads_on_mesh_equal_single_device(setup, single_device, shape)
     lut = jnp.asarray(span_count_lut(CFG.sequence_len, CFG.span_len))
     fn = jax.jit(_loss_fn(graphdef, lut), in_shardings=(state_sh, batch_sh, batch_sh, None),
                  out_shardings=(None, state_sh))
-    with jax.default_matmul_precision("highest"):
+    with jax.default_matmul_precision("highest"), jax.set_mesh(mesh):
         loss, grads = fn(jax.device_put(state, state_sh), jax.device_put(codes, batch_sh),
                          jax.device_put(cond, batch_sh), jax.random.key(3))
     want_loss, want_grads, _ = single_device

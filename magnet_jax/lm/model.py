@@ -19,6 +19,7 @@ from magnet_jax.modules.attention import LocalBand, band_bias
 from magnet_jax.modules.embedding import sinusoidal_embedding
 from magnet_jax.modules.layers import LayerNorm, gaussian_std, param, truncated_normal
 from magnet_jax.modules.transformer import Transformer
+from magnet_jax.train.sharding import constrain
 
 
 class MagnetLM(nnx.Module):
@@ -43,7 +44,7 @@ class MagnetLM(nnx.Module):
         x = sum(jnp.take(tables[k], codes[:, k], axis=0) for k in range(K))
         pos = sinusoidal_embedding(jnp.arange(T), cfg.dim, cfg.max_period)
         x = x + cfg.positional_scale * pos[None]
-        return x.astype(cfg.dtype)
+        return constrain(x.astype(cfg.dtype), "batch", "length", "act_embed")
 
     def attention_bias(self, stage: int | jax.Array, length: int) -> "jax.Array | LocalBand | None":
         """The self-attention restriction of a stage: None (full) for stage 0 or
@@ -76,7 +77,8 @@ class MagnetLM(nnx.Module):
     def stage_logits(self, hidden: jax.Array, stage: int | jax.Array) -> jax.Array:
         """Logits of one codebook's head only: [B, T, card] in float32."""
         w = self.linears[...][stage].astype(hidden.dtype)
-        return jnp.einsum("btd,dc->btc", hidden, w, preferred_element_type=jnp.float32)
+        logits = jnp.einsum("btd,dc->btc", hidden, w, preferred_element_type=jnp.float32)
+        return constrain(logits, "batch", "length", "act_vocab")
 
     # -- the whole model --------------------------------------------------------------------
     def __call__(self, codes: jax.Array, stage: int | jax.Array, cond: jax.Array | None = None) -> jax.Array:

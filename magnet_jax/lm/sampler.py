@@ -361,4 +361,7 @@ class MagnetSampler:
                       else jnp.asarray(prompt, jnp.int32))
         fn = self._function(config, length, prompt_len, cond is not None)
         cond_arr = None if cond is None else jnp.asarray(cond, jnp.float32)
-        return fn(self.state, cond_arr, prompt_arr, key)
+        if self.mesh is None:
+            return fn(self.state, cond_arr, prompt_arr, key)
+        with jax.set_mesh(self.mesh):  # activations follow the logical-axis rules
+            return fn(self.state, cond_arr, prompt_arr, key)

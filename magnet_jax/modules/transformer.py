@@ -24,6 +24,7 @@ from flax import nnx
 from magnet_jax.lm.config import LMConfig
 from magnet_jax.modules.attention import CrossAttention, SelfAttention
 from magnet_jax.modules.layers import LayerNorm, gaussian_std, param, truncated_normal
+from magnet_jax.train.sharding import constrain
 
 
 class FeedForward(nnx.Module):
@@ -35,7 +36,7 @@ class FeedForward(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         h = jnp.einsum("btd,df->btf", x, self.linear1[...].astype(x.dtype))
-        h = jax.nn.gelu(h, approximate=False)
+        h = constrain(jax.nn.gelu(h, approximate=False), "batch", "length", "act_mlp")
         return jnp.einsum("btf,fd->btd", h, self.linear2[...].astype(x.dtype))
 
 
@@ -83,7 +84,8 @@ class Transformer(nnx.Module):
 
         def body(h, layer_inputs):
             layer_state, kv = layer_inputs
-            return nnx.merge(graphdef, layer_state)(h, bias, kv), None
+            h = nnx.merge(graphdef, layer_state)(h, bias, kv)
+            return constrain(h, "batch", "length", "act_embed"), None
 
         if remat:
             body = jax.checkpoint(body)

@@ -90,6 +90,18 @@ def logical_sharding(mesh: Mesh, *names: str | None) -> NamedSharding:
     return NamedSharding(mesh, logical_to_spec(names))
 
 
+def constrain(x: jax.Array, *names: str | None) -> jax.Array:
+    """Pin an activation's layout by logical names (MaxText's logical constraint).
+
+    A no-op unless a mesh is set (``jax.set_mesh``), so model code can name its activations
+    unconditionally and still run on one device.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh is None or mesh.empty:
+        return x
+    return jax.lax.with_sharding_constraint(x, logical_to_spec(names))
+
+
 def state_shardings(state: nnx.State, mesh: Mesh) -> Any:
     """NamedShardings for every variable of an NNX state, from its ``out_sharding`` names."""
     with nnx.logical_axis_rules(LOGICAL_AXIS_RULES):
