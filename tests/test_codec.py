@@ -149,3 +149,32 @@ def test_every_parameter_has_logical_axes(tiny):
             assert names is not None and len(names) == len(var.shape), path
             assert all(n is None or n in rules for n in names), (path, names)
             assert var.get_metadata().get("eager_sharding") is False, path
+
+
+def test_cli_encode_decode_round_trip(tmp_path):
+    import argparse
+    soundfile = pytest.importorskip("soundfile")
+    from magnet_jax.codec import cli
+    (tmp_path / "tiny.py").write_text(
+        "from magnet_jax.codec import EncodecConfig\n"
+        "def get_config(variant=''):\n"
+        "    return {'codec': EncodecConfig(sample_rate=8000, dimension=16, n_filters=4, ratios=(4, 3, 2),"
+        " n_q=3, bins=64), 'seed': 0}\n")
+    wav = 0.3 * np.random.default_rng(0).standard_normal((1001, 2))  # stereo file, mixed down to mono
+    soundfile.write(tmp_path / "in.wav", wav, 8000)
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="verb"))
+    config = str(tmp_path / "tiny.py")
+    args = parser.parse_args(["codec-encode", "--config", config, "--n-q", "2", str(tmp_path / "in.wav"),
+                              str(tmp_path / "codes.npz")])
+    assert args.func(args) == 0
+    data = np.load(tmp_path / "codes.npz")
+    assert data["codes"].shape == (1, 2, 42) and int(data["num_samples"]) == 1001 and int(data["sample_rate"]) == 8000
+    args = parser.parse_args(["codec-decode", "--config", config, str(tmp_path / "codes.npz"), str(tmp_path / "out.wav")])
+    assert args.func(args) == 0
+    out, rate = soundfile.read(tmp_path / "out.wav")
+    assert rate == 8000 and out.shape == (1001,)
+    from magnet_jax.cli import UserError
+    args = parser.parse_args(["codec-encode", str(tmp_path / "in.wav"), str(tmp_path / "x.npz")])
+    with pytest.raises(UserError, match="--checkpoint"):
+        args.func(args)
