@@ -97,8 +97,8 @@ def decode_record(raw: dict) -> dict:
         out[name] = raw[name].decode("utf-8")
     for name in LIST_FIELDS:
         out[name] = [v.decode("utf-8") for v in raw[name]]
-    for name in FLOAT_FIELDS:
-        out[name] = float(raw[name])
+    for name in FLOAT_FIELDS:          # float32 scalars: their str() is the shortest repr
+        out[name] = np.float32(raw[name])
     return out
 
 
