@@ -19,7 +19,8 @@ from magnet_jax.codec.seanet import SEANetDecoder, SEANetEncoder
 
 
 def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
+    """True for host / device arrays whose values can be inspected (not inside a jit trace)."""
+    return not isinstance(x, getattr(jax.core, "Tracer", ()))
 
 
 class Encodec(nnx.Module):

@@ -158,7 +158,7 @@ class CodecRunner:
             outs.append(out.reshape(part.shape[:2] + out.shape[1:]))
         return jnp.concatenate(outs)[:count]
 
-    def encode_chunked(self, audio: jax.Array, chunk_frames: int = 500, context_frames: int = 25,
+    def encode_chunked(self, audio: jax.Array, chunk_frames: int = 500, context_frames: int = 50,
                        n_q: int | None = None, windows_per_call: int | None = None) -> jax.Array:
         """Encode long audio ``[B, C, N]`` window by window; returns codes ``[B, n_q, ceil(N / hop)]``.
 
@@ -178,7 +178,7 @@ class CodecRunner:
         return jnp.concatenate([codes[i, :, :, w.own_from - w.start:w.own_to - w.start]
                                 for i, w in enumerate(windows)], axis=-1)
 
-    def decode_chunked(self, codes: jax.Array, chunk_frames: int = 500, context_frames: int = 25,
+    def decode_chunked(self, codes: jax.Array, chunk_frames: int = 500, context_frames: int = 50,
                        windows_per_call: int | None = None) -> jax.Array:
         """Decode long codes ``[B, K, T]`` window by window; returns audio ``[B, C, T * hop]``."""
         codes = jnp.asarray(codes)

@@ -34,6 +34,7 @@ Norm = Literal["weight_norm", "none"]
 NORMS = ("weight_norm", "none")
 PAD_MODES = ("constant", "reflect")
 _DIMENSION_NUMBERS = ("NWC", "WIO", "NWC")
+_NARROW_TAPS = 32  # kernel width x output channels up to which narrow_conv beats XLA's conv
 
 
 def _param(value: jax.Array, names: tuple[str | None, ...]) -> nnx.Param:
@@ -84,6 +85,21 @@ def _conv(x: jax.Array, kernel: jax.Array, dilation: int = 1) -> jax.Array:
     """VALID stride-1 convolution of ``[B, T, I]`` with a ``[W, I, O]`` kernel."""
     return jax.lax.conv_general_dilated(x, kernel, window_strides=(1,), padding="VALID",
                                         rhs_dilation=(dilation,), dimension_numbers=_DIMENSION_NUMBERS)
+
+
+def narrow_conv(x: jax.Array, kernel: jax.Array, dilation: int = 1) -> jax.Array:
+    """VALID stride-1 conv for very few outputs (e.g. the decoder's last conv to 1 channel).
+
+    One matmul projects every input frame onto all ``K * O`` taps, then the ``K`` shifted tap
+    columns are summed: one pass over the (large) input instead of a conv kernel that cannot
+    vectorise over a single output channel.
+    """
+    width, in_ch, out_ch = kernel.shape
+    batch, length, _ = x.shape
+    n_out = length - (width - 1) * dilation
+    taps = x @ kernel.transpose(1, 0, 2).reshape(in_ch, width * out_ch)
+    taps = taps.reshape(batch, length, width, out_ch)
+    return sum(taps[:, j * dilation:j * dilation + n_out, j] for j in range(width))
 
 
 def strided_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
@@ -164,9 +180,11 @@ class StreamableConv1d(nnx.Module):
             left, right = padding_total - padding_total // 2, padding_total // 2 + extra
         x = pad1d(x, left, right, self.pad_mode)
         kernel = self.torch_weight().transpose(2, 1, 0).astype(x.dtype)  # [K, I, O]
-        if self.dilation > 1:
-            if self.stride > 1:
-                raise ValueError("StreamableConv1d: stride > 1 together with dilation > 1 is not supported")
+        if self.dilation > 1 and self.stride > 1:
+            raise ValueError("StreamableConv1d: stride > 1 together with dilation > 1 is not supported")
+        if self.stride == 1 and kernel.shape[0] * kernel.shape[2] <= _NARROW_TAPS:
+            y = narrow_conv(x, kernel, self.dilation)
+        elif self.dilation > 1:
             y = _conv(x, kernel, self.dilation)
         else:
             y = strided_conv(x, kernel, self.stride)
