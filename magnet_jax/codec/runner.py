@@ -4,8 +4,8 @@ Why a runner: ``nnx.jit`` re-walks the module graph in Python on every call. Her
 split once (``nnx.split``) and plain ``jax.jit`` functions take ``(state, input)`` with the graph
 definition closed over, so a call costs one XLA dispatch. Compiled programs are cached per input
 shape; ``bucket_frames`` pads lengths up to a multiple so that a corpus of varied lengths compiles
-a handful of programs, and the chunked mode compiles one program per window batch whatever the
-audio length.
+a handful of programs, and the chunked mode with ``windows_per_call`` set compiles one program
+whatever the audio length.
 
 With a mesh, the batch is sharded over the ``batch`` logical axis (``magnet_jax.train.sharding``)
 and the parameters follow their own logical names (replicated under the current rules); a batch
@@ -14,8 +14,9 @@ the mesh's data axes do not divide is a clear error.
 Chunked mode (``encode_chunked`` / ``decode_chunked``): long signals are cut into windows of
 ``chunk_frames`` plus ``context_frames`` on each side, all windows of the same size and aligned to
 frame boundaries, processed as one batch (or in fixed-size groups to bound memory), and each window
-keeps only the frames it owns. The first window starts at the signal's start and the last ends at
-its end, so the edges see exactly the padding whole-signal processing sees; at the seams the
+keeps only the frames it owns. The audio is first zero-padded to whole frames; the first window
+starts at the signal's start and the last ends at its (padded) end, so the edges see exactly the
+padding whole-signal processing of that padded signal sees; at the seams the
 context hides the convolutions' finite receptive field and lets the LSTM state converge. The
 remaining seam error is measured against whole-signal processing in tests/test_codec_runner.py.
 """
@@ -173,7 +174,7 @@ class CodecRunner:
         size, windows = plan_windows(n_frames, chunk_frames, context_frames)
         stacked = jnp.stack([audio[:, :, w.start * hop:(w.start + size) * hop] for w in windows])
         if self.mesh is not None:
-            check_batch_divides((windows_per_call or len(windows)) * audio.shape[0], self.mesh)
+            check_batch_divides(min(windows_per_call or len(windows), len(windows)) * audio.shape[0], self.mesh)
         codes = self._grouped(lambda x: self._encode(self.state, x, n_q), stacked, windows_per_call)
         return jnp.concatenate([codes[i, :, :, w.own_from - w.start:w.own_to - w.start]
                                 for i, w in enumerate(windows)], axis=-1)
@@ -187,7 +188,7 @@ class CodecRunner:
         size, windows = plan_windows(codes.shape[-1], chunk_frames, context_frames)
         stacked = jnp.stack([codes[:, :, w.start:w.start + size] for w in windows]).astype(jnp.int32)
         if self.mesh is not None:
-            check_batch_divides((windows_per_call or len(windows)) * codes.shape[0], self.mesh)
+            check_batch_divides(min(windows_per_call or len(windows), len(windows)) * codes.shape[0], self.mesh)
         audio = self._grouped(lambda c: self._decode(self.state, c), stacked, windows_per_call)
         return jnp.concatenate([audio[i, :, :, (w.own_from - w.start) * hop:(w.own_to - w.start) * hop]
                                 for i, w in enumerate(windows)], axis=-1)
