@@ -1,0 +1,210 @@
+"""Random-weight MAGNeT checkpoint folders saved exactly as audiocraft exports them, and the
+reference's own ``MAGNeT.get_pretrained`` on them.
+
+A folder holds ``state_dict.bin`` (``{'best_state': fp16 LM state, 'xp.cfg': YAML, ...}``, the
+LM built by audiocraft's ``builders.get_lm_model`` from that very xp.cfg) and
+``compression_state_dict.bin`` (a native EnCodec export built by ``builders.get_compression_model``).
+The text encoder is a local random T5 (``text_fixtures.t5_folder``): audiocraft's T5Conditioner only
+accepts hub names, so while building and loading the reference its T5 loaders are pointed at the
+folder (``local_t5``) and the xp.cfg names ``t5-small`` (width patched to the fixture's 64).
+
+Shapes are tiny so parity tests run in seconds: LM dim 64, 2 layers, card 64; SEANet with 4
+filters, ratios (8, 8) at 3072 Hz, i.e. 48 frames per second, and a 1 s segment (T = 48, a multiple
+of 24 as the reference's custom-attention band mask needs).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+
+import reference
+from lm_reference import RefLMShape, xp_cfg as lm_xp_cfg
+
+T5_NAME = "t5-small"   # the hub name written into xp.cfg; its loaders are redirected to a folder
+T5_WIDTH = 64          # text_fixtures.T5_SMALL's d_model
+
+
+@dataclasses.dataclass(frozen=True)
+class RefPipelineShape:
+    lm: RefLMShape = RefLMShape(dim=64, num_heads=4, num_layers=2, card=64, frame_rate=48,
+                                segment_duration=1)
+    sample_rate: int = 3072
+    ratios: tuple[int, ...] = (8, 8)
+    n_filters: int = 4
+    codec_dim: int = 16
+    lstm: int = 2
+
+    @property
+    def hop(self) -> int:
+        out = 1
+        for r in self.ratios:
+            out *= r
+        return out
+
+
+def codec_xp_yaml(shape: RefPipelineShape) -> str:
+    """A native audiocraft EnCodec xp.cfg (constant padding, as audiocraft's own exports use)."""
+    return f"""
+device: cpu
+dtype: float32
+sample_rate: {shape.sample_rate}
+channels: 1
+compression_model: encodec
+encodec:
+  autoencoder: seanet
+  quantizer: rvq
+  sample_rate: ${{sample_rate}}
+  channels: ${{channels}}
+  causal: false
+  renormalize: false
+seanet:
+  dimension: {shape.codec_dim}
+  channels: ${{channels}}
+  causal: ${{encodec.causal}}
+  n_filters: {shape.n_filters}
+  n_residual_layers: 1
+  ratios: {list(shape.ratios)}
+  activation: ELU
+  activation_params: {{alpha: 1.0}}
+  norm: weight_norm
+  norm_params: {{}}
+  kernel_size: 7
+  residual_kernel_size: 3
+  last_kernel_size: 7
+  dilation_base: 2
+  pad_mode: constant
+  true_skip: true
+  compress: 2
+  lstm: {shape.lstm}
+  disable_norm_outer_blocks: 0
+  decoder:
+    trim_right_ratio: 1.0
+    final_activation: null
+    final_activation_params: null
+  encoder: {{}}
+rvq:
+  n_q: {shape.lm.n_q}
+  q_dropout: false
+  bins: {shape.lm.card}
+  decay: 0.99
+  kmeans_init: true
+  kmeans_iters: 50
+  threshold_ema_dead_code: 2
+  orthogonal_reg_weight: 0.0
+  orthogonal_reg_active_codes_only: false
+"""
+
+
+def lm_xp(shape: RefPipelineShape) -> dict:
+    """A MAGNeT music xp.cfg with a T5 text conditioner, the keys audiocraft's builders read.
+
+    The reference runs its custom attention (memory_efficient false): its memory-efficient CPU
+    path silently replaces the restricted-context band mask with a causal one.
+    """
+    xp = lm_xp_cfg(shape.lm)
+    xp["sample_rate"] = shape.sample_rate
+    xp["device"], xp["dtype"] = "cpu", "float32"
+    xp["transformer_lm"].update(custom=True, memory_efficient=False)
+    xp["conditioners"] = {"description": {"model": "t5", "t5": {
+        "name": T5_NAME, "finetune": False, "word_dropout": 0.3, "normalize_text": False}}}
+    xp["attribute_dropout"] = {}
+    return xp
+
+
+@contextlib.contextmanager
+def local_t5(folder: Path):
+    """Point audiocraft's T5Conditioner at a local T5 folder for the duration of the block."""
+    conditioners = reference.require("audiocraft.modules.conditioners")
+    from transformers import T5EncoderModel, T5Tokenizer
+
+    class Local:
+        def __init__(self, cls):
+            self.cls = cls
+
+        def from_pretrained(self, name, *args, **kwargs):
+            return self.cls.from_pretrained(str(folder))
+
+    saved = conditioners.T5Tokenizer, conditioners.T5EncoderModel
+    saved_dim = conditioners.T5Conditioner.MODELS_DIMS[T5_NAME]
+    conditioners.T5Tokenizer, conditioners.T5EncoderModel = Local(T5Tokenizer), Local(T5EncoderModel)
+    conditioners.T5Conditioner.MODELS_DIMS[T5_NAME] = T5_WIDTH
+    try:
+        yield
+    finally:
+        conditioners.T5Tokenizer, conditioners.T5EncoderModel = saved
+        conditioners.T5Conditioner.MODELS_DIMS[T5_NAME] = saved_dim
+
+
+def _randomize_codec(model) -> None:
+    """Random codebooks (kmeans init leaves them zero) and weight-norm scales away from ||v||."""
+    import torch
+    with torch.no_grad():
+        for layer in model.quantizer.vq.layers:
+            layer._codebook.embed.normal_()
+        for name, p in model.named_parameters():
+            if name.endswith("weight_g"):
+                p.mul_(torch.empty_like(p).uniform_(0.5, 1.5))
+
+
+def _randomize_lm(lm) -> None:
+    """LayerNorm affines and the text projection's bias away from their init, so a port that
+    drops them cannot pass."""
+    import torch
+    with torch.no_grad():
+        for name, p in lm.named_parameters():
+            if "norm" in name or name.endswith("output_proj.bias"):
+                p.add_(0.1 * torch.randn_like(p))
+
+
+def build_reference_folder(folder: Path, t5: Path, shape: RefPipelineShape = RefPipelineShape(),
+                           seed: int = 0) -> Path:
+    """Write ``state_dict.bin`` and ``compression_state_dict.bin`` as audiocraft exports them."""
+    torch = reference.require("torch")
+    builders = reference.require("audiocraft.models.builders")
+    from omegaconf import OmegaConf
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    codec_yaml = codec_xp_yaml(shape)
+    codec = builders.get_compression_model(OmegaConf.create(codec_yaml)).eval()
+    _randomize_codec(codec)
+    torch.save({"best_state": codec.state_dict(), "xp.cfg": codec_yaml, "version": "1.3.0",
+                "exported": True}, folder / "compression_state_dict.bin")
+
+    xp = lm_xp(shape)
+    build_cfg = OmegaConf.create(xp)   # what the loader sets before building (loaders.py)
+    build_cfg.transformer_lm.segment_duration = shape.lm.segment_duration
+    build_cfg.transformer_lm.span_len = shape.lm.span_len
+    with local_t5(t5):
+        lm = builders.get_lm_model(build_cfg).eval()
+    _randomize_lm(lm)
+    state = {k: v.half() for k, v in lm.state_dict().items()}   # released exports are fp16
+    torch.save({"best_state": state, "xp.cfg": OmegaConf.to_yaml(OmegaConf.create(xp)),
+                "version": "1.3.0", "exported": True}, folder / "state_dict.bin")
+    return folder
+
+
+def reference_magnet(folder: Path, t5: Path):
+    """audiocraft's own ``MAGNeT.get_pretrained(folder)`` (the T5 loaders pointed at ``t5``)."""
+    magnet = reference.require("audiocraft.models.magnet")
+    with local_t5(t5):
+        return magnet.MAGNeT.get_pretrained(str(folder), device="cpu")
+
+
+def reference_generate(model, descriptions=None, *, prompt=None, prompt_sample_rate=None,
+                       num_samples=None, **params):
+    """Tokens and audio (numpy) from the reference's generate / generate_continuation /
+    generate_unconditional with the given sampler parameters."""
+    import torch
+    extra = {k: params.pop(k) for k in ("anneal_temp", "span_scoring") if k in params}
+    model.set_generation_params(**params)
+    model.generation_params.update(extra)
+    with torch.no_grad():
+        if prompt is not None:
+            audio, tokens = model.generate_continuation(torch.as_tensor(prompt), prompt_sample_rate,
+                                                        descriptions, return_tokens=True)
+        elif descriptions is None:
+            audio, tokens = model.generate_unconditional(num_samples, return_tokens=True)
+        else:
+            audio, tokens = model.generate(descriptions, return_tokens=True)
+    return tokens.numpy(), audio.numpy()
