@@ -14,6 +14,7 @@ import sys
 VERB_MODULES: tuple[str, ...] = (
     "magnet_jax.lm.cli",        # sample, convert-lm
     "data_pipelines.cli",       # synth-corpus, tokenize
+    "magnet_jax.codec.cli",     # codec-encode, codec-decode
 )
 
 
