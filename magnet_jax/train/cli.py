@@ -1,0 +1,121 @@
+"""``magnet-jax train`` and ``magnet-jax ablate-span``.
+
+    magnet-jax train --config configs/tiny_lm.py --workdir runs/tiny [key=value ...]
+    magnet-jax train --config configs/magnet_small.py --workdir gs://.../small data.dir=... \\
+        --coordinator 10.0.0.1:1234 --num-processes 4 --process-id 0     # or --distributed on TPU
+    magnet-jax train --config configs/magnet_small.py --workdir runs/ft \\
+        finetune.init_from=converted/magnet-small finetune.freeze=emb,layers:0-11
+    magnet-jax ablate-span --config configs/tiny_lm.py --workdir runs/span --span-lens 1,2,3,5,10
+
+Re-running ``train`` with the same ``--workdir`` resumes from its latest checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from magnet_jax.cli import UserError
+
+
+def _add_distributed(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("multi-host (or MAGNET_JAX_COORDINATOR / _NUM_PROCESSES / _PROCESS_ID)")
+    g.add_argument("--coordinator", help="HOST:PORT of process 0")
+    g.add_argument("--num-processes", type=int)
+    g.add_argument("--process-id", type=int)
+    g.add_argument("--local-devices", help="comma-separated local device ids for this process")
+    g.add_argument("--distributed", action="store_true",
+                   help="let JAX detect the cluster (TPU pod slices, SLURM, Open MPI)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train or fine-tune the MAGNeT LM (resumes from --workdir)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="configs/NAME.py[:variant]")
+    p.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, tensorboard/, loss.png")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.steps=100 mesh.fsdp=4")
+    _add_distributed(p)
+    p.set_defaults(func=run_train)
+
+    a = subparsers.add_parser("ablate-span", help="train once per span length; table of validation CE per stage",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a.add_argument("--config", required=True, help="configs/NAME.py[:variant] (e.g. configs/tiny_lm.py)")
+    a.add_argument("--workdir", required=True, help="one sub-folder per span length, plus the table")
+    a.add_argument("--span-lens", default="1,2,3,5,10", help="comma-separated span lengths (frames)")
+    a.add_argument("overrides", nargs="*", metavar="key=value")
+    _add_distributed(a)
+    a.set_defaults(func=run_ablation)
+
+
+def _start_distributed(args: argparse.Namespace) -> None:
+    from magnet_jax.train.distributed import DistributedArgs, initialize
+    local = tuple(int(x) for x in args.local_devices.split(",")) if args.local_devices else None
+    try:
+        initialize(DistributedArgs(args.coordinator, args.num_processes, args.process_id, local,
+                                   args.distributed))
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
+def load_train_config(spec: str, overrides: list[str]) -> dict:
+    from magnet_jax.config_loader import load_config
+    from magnet_jax.train.config import check_config
+    try:
+        return check_config(load_config(spec, overrides))
+    except (FileNotFoundError, KeyError, ValueError, TypeError, SyntaxError) as err:
+        raise UserError(str(err).strip('"')) from None
+
+
+def run_train(args: argparse.Namespace) -> int:
+    _start_distributed(args)
+    config = load_train_config(args.config, args.overrides)
+    from magnet_jax.train.checkpointing import CheckpointMismatch
+    from magnet_jax.train.loop import NonFiniteError, train
+    try:
+        summary = train(config, args.workdir)
+    except (CheckpointMismatch, FileNotFoundError) as err:
+        raise UserError(str(err)) from None
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    except NonFiniteError as err:
+        print(f"magnet-jax train: {err}", file=sys.stderr)
+        return 3
+    summary.pop("state", None)
+    import jax
+    if jax.process_index() == 0:
+        print(json.dumps(summary, default=str))
+    return 0
+
+
+def run_ablation(args: argparse.Namespace) -> int:
+    _start_distributed(args)
+    config = load_train_config(args.config, args.overrides)
+    try:
+        span_lens = [int(x) for x in args.span_lens.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--span-lens {args.span_lens!r}: expected comma-separated integers, e.g. 1,2,3,5,10") from None
+    from magnet_jax.train.ablation import ablate_span
+    try:
+        table = ablate_span(config, args.workdir, span_lens)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    import jax
+    if jax.process_index() == 0:
+        print(json.dumps(table))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m magnet_jax.train.cli VERB ...`` (the verbs without the rest of the CLI)."""
+    parser = argparse.ArgumentParser(prog="magnet_jax.train")
+    register(parser.add_subparsers(dest="verb", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"magnet-jax {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

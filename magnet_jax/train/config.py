@@ -1,0 +1,124 @@
+"""The training run's typed configuration: one frozen dataclass per section.
+
+A config file (``configs/*.py``) returns ``{"lm": LMConfig, "train": TrainConfig,
+"optim": OptimConfig, "mesh": MeshConfig, "data": DataConfig, "text": TextConfig,
+"finetune": FinetuneConfig}``; ``key=value`` overrides reach every field
+(``train.steps=200``, ``mesh.fsdp=4``, ``optim.optimizer=adamw``). ``check_config`` names a
+missing or unknown section and impossible combinations before anything is built.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from magnet_jax.lm.config import LMConfig
+from magnet_jax.train.optim import OptimConfig
+
+SECTIONS = ("lm", "train", "optim", "mesh", "data", "text", "finetune")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1_000_000          # optimizer steps (audiocraft: epochs x updates_per_epoch)
+    batch_size: int = 192           # global batch (clips), split over processes and the mesh
+    grad_accum: int = 1             # micro-batches per step (batch_size / grad_accum each)
+    seed: int = 0
+    remat: bool = False             # rematerialise each layer in the backward pass
+    log_every: int = 10
+    eval_every: int = 1000          # validation every this many steps (and at the end); 0 = never
+    eval_batches: int = 8           # validation batches per pass
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    async_checkpoint: bool = True
+    max_nonfinite: int = 10         # stop after this many non-finite steps in a row
+    inject_nan_steps: tuple[int, ...] = ()   # fault injection (tests): poison these steps' loss
+    peak_tflops: float = 0.0        # per-device peak for MFU; 0 = from the device kind if known
+    progress: bool = True
+    eval_ema: bool = True           # validate with the EMA weights (audiocraft's valid stage)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError(f"train: steps, batch_size and grad_accum must be >= 1 "
+                             f"(got {self.steps}, {self.batch_size}, {self.grad_accum})")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"train.batch_size {self.batch_size} is not divisible by "
+                             f"train.grad_accum {self.grad_accum}")
+        if self.log_every < 1 or self.checkpoint_every < 1 or self.keep_checkpoints < 1:
+            raise ValueError("train: log_every, checkpoint_every and keep_checkpoints must be >= 1")
+        if self.max_nonfinite < 1:
+            raise ValueError(f"train.max_nonfinite must be >= 1, got {self.max_nonfinite}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh sizes; one may be -1 to take the remaining devices."""
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+    devices: int = 0                # use the first N devices only (0 = all; single-process runs)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Tokenized data (``magnet-jax tokenize --out DIR``) read by data_pipelines.loader."""
+    dir: str = ""
+    train_split: str = "train"
+    valid_split: str = "valid"      # '' = no validation
+    worker_count: int = 0           # grain worker processes
+    prefetch: int = 4               # batches read + text-encoded ahead by a host thread (0 = off)
+    merge_text_p: float = 0.0       # audiocraft MusicDataset text augmentation
+    drop_desc_p: float = 0.0
+    drop_other_p: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TextConfig:
+    """The frozen text encoder and the dropouts; output_proj is trained with the LM."""
+    encoder: str = "minilm"         # none | minilm | t5
+    path: str = ""                  # t5: folder or hub name; minilm: optional folder
+    max_tokens: int = 64            # conditions padded (longer ones cut) to this length
+    word_dropout: float = 0.3
+    cfg_dropout: float = 0.3        # one draw per batch nulls the whole batch's text
+    attribute_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ("none", "minilm", "t5"):
+            raise ValueError(f"text.encoder {self.encoder!r}: use none, minilm or t5")
+        if self.max_tokens < 1:
+            raise ValueError(f"text.max_tokens must be >= 1, got {self.max_tokens}")
+        for name in ("word_dropout", "cfg_dropout", "attribute_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"text.{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """Start from released weights: a converted LM folder (``magnet-jax convert-lm``) or an
+    audiocraft ``state_dict.bin``; ``freeze`` is a comma-separated list of parts kept fixed:
+    emb, linears, out_norm, text, layers (all) or layers:A-B (inclusive) / layers:I."""
+    init_from: str = ""
+    freeze: str = ""
+
+
+def default_config(lm: LMConfig) -> dict[str, Any]:
+    return {"lm": lm, "train": TrainConfig(), "optim": OptimConfig(), "mesh": MeshConfig(),
+            "data": DataConfig(), "text": TextConfig(), "finetune": FinetuneConfig()}
+
+
+def check_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Every section present with its type, nothing unknown."""
+    types = {"lm": LMConfig, "train": TrainConfig, "optim": OptimConfig, "mesh": MeshConfig,
+             "data": DataConfig, "text": TextConfig, "finetune": FinetuneConfig}
+    unknown = sorted(set(config) - set(SECTIONS))
+    missing = sorted(set(SECTIONS) - set(config))
+    if unknown or missing:
+        raise ValueError(f"training config: unknown sections {unknown}, missing sections {missing} "
+                         f"(a training config has {list(SECTIONS)})")
+    for name, kind in types.items():
+        if not isinstance(config[name], kind):
+            raise ValueError(f"config[{name!r}] is a {type(config[name]).__name__}, expected {kind.__name__}")
+    return config
+
+
+def to_json(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: dataclasses.asdict(v) for k, v in config.items()}
