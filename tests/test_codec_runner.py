@@ -6,7 +6,6 @@ runner's numerics against the reference are covered by tests/test_codec_parity.p
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
