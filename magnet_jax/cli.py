@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import Callable, Iterable
 
 # module path for each group of verbs; a module listed here must exist.
 VERB_MODULES: tuple[str, ...] = (
@@ -22,21 +23,32 @@ class UserError(Exception):
     """A problem with the user's input: printed as one line, exit code 2."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(registers: Iterable[Callable] | None = None) -> argparse.ArgumentParser:
+    """The parser for the given verb registrations (default: every module in VERB_MODULES)."""
+    if registers is None:
+        registers = [importlib.import_module(name).register for name in VERB_MODULES]
     parser = argparse.ArgumentParser(prog="magnet-jax", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="verb", required=True)
-    for name in VERB_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for register in registers:
+        register(subparsers)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(registers: Iterable[Callable] | None = None, argv: list[str] | None = None) -> int:
+    """Parse argv, run the chosen verb, and print a UserError as one line (exit code 2).
+
+    A verb module can run on its own with ``run([register], argv)``.
+    """
+    args = build_parser(registers).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except UserError as err:
         print(f"magnet-jax {args.verb}: error: {err}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(None, argv)
 
 
 if __name__ == "__main__":
