@@ -52,4 +52,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # import ourselves by name: verb modules raise magnet_jax.cli.UserError, not __main__.UserError
+    from magnet_jax.cli import main as _main
+    sys.exit(_main())
