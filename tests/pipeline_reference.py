@@ -15,6 +15,7 @@ of 24 as the reference's custom-attention band mask needs).
 from __future__ import annotations
 
 import contextlib
+import functools
 import dataclasses
 from pathlib import Path
 
@@ -208,3 +209,32 @@ def reference_generate(model, descriptions=None, *, prompt=None, prompt_sample_r
         else:
             audio, tokens = model.generate(descriptions, return_tokens=True)
     return tokens.numpy(), audio.numpy()
+
+
+_ROOT: Path | None = None
+
+
+def _root() -> Path:
+    """One temporary folder per test session for the exported model and its conversion cache."""
+    global _ROOT
+    if _ROOT is None:
+        import atexit
+        import shutil
+        import tempfile
+        _ROOT = Path(tempfile.mkdtemp(prefix="magnet_jax_pipeline_"))
+        atexit.register(shutil.rmtree, _ROOT, ignore_errors=True)
+    return _ROOT
+
+
+@functools.lru_cache(maxsize=None)
+def exported_folder() -> Path:
+    """The default-shaped reference export, built once per test session (shared by test files)."""
+    from text_fixtures import t5_folder
+    return build_reference_folder(_root() / "export", t5_folder("t5"))
+
+
+def conversion_cache() -> Path:
+    """The session's conversion cache (MAGNeT.from_pretrained(..., cache_dir=...))."""
+    path = _root() / "cache"
+    path.mkdir(exist_ok=True)
+    return path

@@ -7,12 +7,15 @@ with ``MAGNeT.from_pretrained(folder)``. Greedy decoding must give identical tok
 """
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 import pytest
 
 import reference
-from pipeline_reference import RefPipelineShape, build_reference_folder, reference_generate, reference_magnet
+from pipeline_reference import (RefPipelineShape, conversion_cache, exported_folder, reference_generate,
+                                reference_magnet)
 from text_fixtures import t5_folder
 from magnet_jax.pipeline import MAGNeT
 
@@ -23,14 +26,14 @@ STEPS = [6, 3, 3, 3]
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
+def folder():
     reference.require("audiocraft.models.magnet")
-    return build_reference_folder(tmp_path_factory.mktemp("magnet_export"), t5_folder("t5"), SHAPE)
+    return exported_folder()
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("magnet_cache")
+def cache():
+    return conversion_cache()
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +138,53 @@ def test_fixed_size_batches_and_sharding_change_nothing(ours):
                for s in (7, 7, 8)]
     np.testing.assert_array_equal(sampled[0], sampled[1])
     assert (sampled[0] != sampled[2]).any()
+
+
+def test_bad_api_inputs_are_clear_errors(ours):
+    """Each refused before any compile, with a message that names the problem (a 1 s prompt is
+    exactly the 48 frames the model generates, so nothing would be left to generate)."""
+    from magnet_jax.pipeline import PipelineError
+    cases = [
+        (lambda: ours.generate([]), "no descriptions given"),
+        (lambda: ours.generate(["a", 3]), "must be strings or None"),
+        (lambda: ours.generate(["a"], duration=10), "generates 1 s segments only"),
+        (lambda: ours.generate(["a"], decoding_steps=[2, 1]), "has 2 entries"),
+        (lambda: ours.generate(["a"], topp=0.5), "unknown sampler parameter(s) ['topp']"),
+        (lambda: ours.generate(["a"], batch_size=0), "batch_size=0"),
+        (lambda: ours.generate_unconditional(0), "at least one sample"),
+        (lambda: ours.generate_continuation(np.zeros((1, 48 * SHAPE.hop)), SHAPE.sample_rate, ["a"]),
+         "not shorter than"),
+        (lambda: ours.generate_continuation(np.zeros((2, 1, 100)), SHAPE.sample_rate, ["a", "b", "c"]),
+         "2 prompt audios but 3 descriptions"),
+    ]
+    for call, message in cases:
+        with pytest.raises(PipelineError) as err:
+            call()
+        assert message in str(err.value), (message, str(err.value))
+
+
+def test_missing_names_and_files_are_clear_errors(tmp_path, monkeypatch):
+    import shutil
+    from magnet_jax.pipeline import ModelNotFoundError, cache_folder, locate
+    with pytest.raises(ModelNotFoundError, match="no model given and no default model"):
+        MAGNeT.from_pretrained(None)
+    with pytest.raises(ModelNotFoundError, match="unknown model 'facebook/magnet-large'.*magnet-small-10secs"):
+        MAGNeT.from_pretrained("facebook/magnet-large")
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty_hub_cache"))
+    with pytest.raises(ModelNotFoundError, match="could not get state_dict.bin of facebook/magnet-small-10secs"):
+        MAGNeT.from_pretrained("facebook/magnet-small-10secs")
+    half = tmp_path / "half"
+    half.mkdir()
+    shutil.copy(exported_folder() / "state_dict.bin", half)
+    with pytest.raises(ModelNotFoundError, match=f"{half} is missing compression_state_dict.bin"):
+        MAGNeT.from_pretrained(half)
+    with pytest.raises(ModelNotFoundError, match="is a file; pass the folder"):
+        MAGNeT.from_pretrained(half / "state_dict.bin")
+
+    # the conversion cache is keyed by the files: a rewritten checkpoint is converted again
+    shutil.copy(exported_folder() / "compression_state_dict.bin", half)
+    before = cache_folder(locate(half), tmp_path)
+    stat = (half / "state_dict.bin").stat()
+    os.utime(half / "state_dict.bin", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert cache_folder(locate(half), tmp_path) != before

@@ -1,0 +1,239 @@
+"""``magnet-jax generate`` and ``magnet-jax convert``: text to WAV files with a released MAGNeT.
+
+    magnet-jax generate --model facebook/magnet-small-10secs --prompt "80s synth pop" "calm piano" --out out/
+    magnet-jax generate --model DIR --prompts-file prompts.txt --batch-size 8 --greedy --out out/
+    magnet-jax generate --model DIR --prompt "add drums" --continue-from intro.wav --out out/
+    magnet-jax convert --model facebook/magnet-small-10secs --out magnet-small-jax/
+
+``generate`` writes one WAV (16-bit PCM) and one spectrogram PNG per prompt, ``tokens.npy`` (all
+prompts, [N, K, T]) and ``generate.json`` (every setting used, the files, the timings). ``convert``
+writes the orbax folder that ``--model`` also accepts and that loads without torch.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    g = subparsers.add_parser("generate", help="text to music / sound (WAV files) with a MAGNeT checkpoint",
+                              description=__doc__.splitlines()[0])
+    _model_args(g)
+    src = g.add_mutually_exclusive_group()
+    src.add_argument("--prompt", nargs="+", action="extend", metavar="TEXT", help="one or more descriptions")
+    src.add_argument("--prompts-file", metavar="FILE", help="a text file, one description per line (blank lines skipped)")
+    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--continue-from", metavar="AUDIO", help="an audio file to continue (resampled to the model's rate)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--batch-size", type=int, default=None, help="prompts per compiled call (default: all at once)")
+    g.add_argument("--duration", type=float, default=None,
+                   help="seconds; MAGNeT produces its training segment only (checked, not changed)")
+    g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="LM compute dtype")
+    s = g.add_argument_group("sampler (defaults: audiocraft's MAGNeT.set_generation_params)")
+    s.add_argument("--greedy", action="store_true", help="argmax decoding (use_sampling=False)")
+    s.add_argument("--decoding-steps", type=_int_list, metavar="N,N,N,N", help="steps per codebook (default 20,10,10,10)")
+    s.add_argument("--temperature", type=float)
+    s.add_argument("--no-anneal-temp", dest="anneal_temp", action="store_const", const=False,
+                   help="keep the temperature constant within a stage")
+    s.add_argument("--top-k", type=int)
+    s.add_argument("--top-p", type=float)
+    s.add_argument("--max-cfg-coef", type=float)
+    s.add_argument("--min-cfg-coef", type=float)
+    s.add_argument("--span-scoring", choices=("max", "prod"))
+    s.add_argument("--span-arrangement", choices=("nonoverlap", "stride1"))
+    g.set_defaults(func=run_generate)
+
+    c = subparsers.add_parser("convert", help="convert a MAGNeT checkpoint (LM, codec, text projection) to orbax",
+                              description="Convert an audiocraft MAGNeT export (state_dict.bin + "
+                                          "compression_state_dict.bin) into a folder that loads without torch.")
+    _model_args(c)
+    c.add_argument("--out", required=True, help="output folder (pass it to `generate --model`)")
+    c.set_defaults(func=run_convert)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="a released name (facebook/magnet-small-10secs, ...), a folder with "
+                                   "state_dict.bin + compression_state_dict.bin, or a converted folder")
+    p.add_argument("--text-encoder", metavar="DIR", help="local T5 folder, when xp.cfg's T5 cannot be fetched")
+    p.add_argument("--codec", metavar="DIR", help="local EncodecModel folder, for a codec that redirects to the hub")
+    p.add_argument("--cache-dir", metavar="DIR", help="where converted checkpoints are cached "
+                                                      "(default $MAGNET_JAX_CACHE or ~/.cache/magnet_jax)")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(" ", ",").split(",") if x]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from err
+
+
+SAMPLER_FLAGS = ("decoding_steps", "temperature", "anneal_temp", "top_k", "top_p", "max_cfg_coef",
+                 "min_cfg_coef", "span_scoring", "span_arrangement")
+
+
+def sampler_params(args: argparse.Namespace) -> dict:
+    """The sampler parameters the user set (the rest keep audiocraft's defaults)."""
+    params = {k: getattr(args, k) for k in SAMPLER_FLAGS if getattr(args, k) is not None}
+    if args.greedy:
+        params["use_sampling"] = False
+    return params
+
+
+def read_prompts(args: argparse.Namespace) -> list[str]:
+    from magnet_jax.cli import UserError
+    if args.prompts_file:
+        try:
+            text = Path(args.prompts_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"cannot read --prompts-file {args.prompts_file}: {err}") from err
+        prompts = [line.strip() for line in text.splitlines() if line.strip()]
+        if not prompts:
+            raise UserError(f"--prompts-file {args.prompts_file} holds no prompts (one per line)")
+        return prompts
+    prompts = [p for p in (args.prompt or []) if p.strip()]
+    if not prompts:
+        raise UserError("no prompts: pass --prompt TEXT [TEXT ...] or --prompts-file FILE")
+    return prompts
+
+
+def load_model(args: argparse.Namespace, mesh="auto", compute_dtype: str = "float32"):
+    """MAGNeT.from_pretrained with the command line's options; errors become one-line UserErrors."""
+    from magnet_jax.cli import UserError
+    from magnet_jax.pipeline import MAGNeT, PipelineError, no_model_message
+    from magnet_jax.text import ModelFilesError
+    try:
+        from magnet_jax.codec.convert import CheckpointError as CodecCheckpointError
+        from magnet_jax.lm.convert import CheckpointError as LMCheckpointError
+        if args.model is None:
+            from magnet_jax import pipeline
+            if pipeline.DEFAULT_MODEL is None:
+                raise UserError(no_model_message().replace("no model given", "no --model given"))
+        return MAGNeT.from_pretrained(args.model, text_encoder=args.text_encoder, codec=args.codec,
+                                      cache_dir=args.cache_dir, mesh=mesh, compute_dtype=compute_dtype)
+    except (PipelineError, ModelFilesError, FileNotFoundError, LMCheckpointError, CodecCheckpointError) as err:
+        raise UserError(str(err).replace("\n", " ")) from err
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from magnet_jax.cli import UserError
+    from magnet_jax.pipeline import PipelineError
+    prompts = read_prompts(args)
+    params = sampler_params(args)
+    prompt_audio = _read_prompt_audio(args.continue_from) if args.continue_from else None
+    t0 = time.perf_counter()
+    model = load_model(args, compute_dtype=args.dtype)
+    load_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    try:
+        if prompt_audio is None:
+            out = model.generate(prompts, seed=args.seed, batch_size=args.batch_size, progress=True,
+                                 duration=args.duration, **params)
+        else:
+            wav, rate = prompt_audio
+            out = model.generate_continuation(wav, rate, prompts, seed=args.seed, batch_size=args.batch_size,
+                                              progress=True, duration=args.duration, **params)
+    except PipelineError as err:
+        raise UserError(str(err)) from err
+    gen_s = time.perf_counter() - t0
+    files = write_outputs(Path(args.out), prompts, out)
+    sidecar = {"model": model.name, "checkpoint_dir": str(model.checkpoint_dir), "prompts": prompts,
+               "seed": args.seed, "batch_size": args.batch_size, "continue_from": args.continue_from,
+               "sampler": dataclasses.asdict(model.sampler_config(params)), "compute_dtype": args.dtype,
+               "sample_rate": model.sample_rate, "duration_s": out.audio.shape[-1] / model.sample_rate,
+               "tokens_shape": list(out.tokens.shape), "files": files,
+               "load_s": round(load_s, 3), "generate_s (compile + run)": round(gen_s, 3),
+               "devices": [str(d) for d in (model.mesh.devices.flat if model.mesh is not None else [None])]}
+    (Path(args.out) / "generate.json").write_text(json.dumps(sidecar, indent=2))
+    print(json.dumps({"out": args.out, "wavs": [f["wav"] for f in files], "generate_s": round(gen_s, 3)}))
+    return 0
+
+
+def _read_prompt_audio(path: str) -> tuple[np.ndarray, int]:
+    """[C, N] float32 at the file's own rate (the pipeline resamples, as the reference does)."""
+    from magnet_jax.cli import UserError
+    import soundfile
+    try:
+        wav, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except Exception as err:  # noqa: BLE001 - unreadable file: say which and why
+        raise UserError(f"cannot read --continue-from audio {path}: {err}") from err
+    if wav.shape[0] == 0:
+        raise UserError(f"--continue-from audio {path} has no samples")
+    return np.ascontiguousarray(wav.T), int(rate)
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit].rstrip("_") or "prompt"
+
+
+def write_outputs(out: Path, prompts: list[str], generation) -> list[dict]:
+    """One WAV + one spectrogram PNG per prompt, and tokens.npy; returns the file names."""
+    import soundfile
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "tokens.npy", generation.tokens)
+    files = []
+    for i, (prompt, audio) in enumerate(zip(prompts, generation.audio)):
+        stem = f"{i:03d}_{_slug(prompt)}"
+        soundfile.write(out / f"{stem}.wav", np.clip(audio.T, -1.0, 1.0), generation.sample_rate,
+                        subtype="PCM_16")
+        plot_spectrogram(audio, generation.sample_rate, out / f"{stem}.png", prompt)
+        files.append({"prompt": prompt, "wav": f"{stem}.wav", "spectrogram": f"{stem}.png"})
+    return files
+
+
+def plot_spectrogram(audio: np.ndarray, sample_rate: int, path: Path, title: str) -> None:
+    """Log-magnitude spectrogram of the first channel (matplotlib's specgram, Hann window)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    nfft = 1024 if audio.shape[-1] >= 4096 else 128
+    fig, ax = plt.subplots(figsize=(10, 3))
+    ax.specgram(audio[0], NFFT=nfft, Fs=sample_rate, noverlap=nfft // 2, cmap="magma")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("frequency (Hz)")
+    ax.set_title(title[:100])
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from magnet_jax.cli import UserError
+    from magnet_jax.pipeline import PipelineError, convert, no_model_message
+    from magnet_jax.text import ModelFilesError
+    from magnet_jax.codec.convert import CheckpointError as CodecCheckpointError
+    from magnet_jax.lm.convert import CheckpointError as LMCheckpointError
+    if args.model is None:
+        raise UserError(no_model_message().replace("no model given", "no --model given"))
+    try:
+        out = convert(args.model, args.out, text_encoder=args.text_encoder, codec=args.codec)
+    except (PipelineError, ModelFilesError, FileNotFoundError, LMCheckpointError, CodecCheckpointError) as err:
+        raise UserError(str(err).replace("\n", " ")) from err
+    meta = json.loads((out / "magnet.json").read_text())
+    print(json.dumps({"out": str(out), "source": meta["source"], "lm": meta["lm"],
+                      "codec_sample_rate": meta["codec"]["sample_rate"],
+                      "text_encoder": (meta["text"] or {}).get("encoder")}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """These verbs on their own (``python -m magnet_jax.pipeline_cli``), as ``magnet_jax.cli.main`` runs them."""
+    from magnet_jax.cli import UserError
+    parser = argparse.ArgumentParser(prog="magnet-jax")
+    register(parser.add_subparsers(dest="verb", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"magnet-jax {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
