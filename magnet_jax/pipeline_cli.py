@@ -223,17 +223,12 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """These verbs on their own (``python -m magnet_jax.pipeline_cli``), as ``magnet_jax.cli.main`` runs them."""
-    from magnet_jax.cli import UserError
-    parser = argparse.ArgumentParser(prog="magnet-jax")
-    register(parser.add_subparsers(dest="verb", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except UserError as err:
-        print(f"magnet-jax {args.verb}: error: {err}", file=sys.stderr)
-        return 2
+    """These verbs on their own (``python -m magnet_jax.pipeline_cli``), as ``magnet-jax`` runs them."""
+    from magnet_jax.cli import run
+    return run([register], argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # import ourselves by name, so the verbs' UserError is magnet_jax.cli's own
+    from magnet_jax.pipeline_cli import main as _main
+    sys.exit(_main())
