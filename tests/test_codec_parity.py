@@ -18,8 +18,8 @@ from flax import nnx
 
 import reference
 from magnet_jax.codec import EncodecConfig, codec_config
-from magnet_jax.codec.convert import (CheckpointError, config_from_hf, load_audiocraft_codec, load_codec,
-                                      load_hf_encodec, model_from_state_dict)
+from magnet_jax.codec.convert import (CheckpointError, config_from_audiocraft, config_from_hf, load_audiocraft_codec,
+                                      load_codec, load_hf_encodec, model_from_state_dict)
 from magnet_jax.codec.runner import CodecRunner
 
 ATOL = 1e-4
@@ -371,3 +371,15 @@ def test_converter_bad_packages(small_export, tmp_path):
         load_hf_encodec(tmp_path / "hf")
     with pytest.raises(CheckpointError, match="normalize=true"):
         config_from_hf(dict(HF_ENCODEC_32KHZ, normalize=True))
+
+
+def test_xp_cfg_parsing():
+    """Only the codec sections are resolved: a training config's other sections may use resolvers."""
+    cfg = codec_config("encodec_16khz")
+    text = xp_cfg_yaml(cfg) + "dora:\n  dir: ${oc.env:HOME}/xps\nsolver:\n  lr: ${optim.lr}\n"
+    assert config_from_audiocraft(text) == cfg
+    asym = text.replace("  encoder: {}", "  encoder: {n_filters: 32}")
+    with pytest.raises(CheckpointError, match=r"different \['n_filters'\]"):
+        config_from_audiocraft(asym)
+    with pytest.raises(CheckpointError, match="no 'rvq' section"):
+        config_from_audiocraft(text.replace("rvq:", "other:"))

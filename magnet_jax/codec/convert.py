@@ -64,6 +64,8 @@ _INTERPOLATION = re.compile(r"\$\{([^}]+)\}")
 
 
 def _lookup(root: Mapping, dotted: str) -> Any:
+    if ":" in dotted:
+        raise CheckpointError(f"xp.cfg uses the resolver ${{{dotted}}} in a codec setting; replace it with its value")
     node: Any = root
     for part in dotted.split("."):
         if not isinstance(node, Mapping) or part not in node:
@@ -97,12 +99,13 @@ def config_from_audiocraft(xp_cfg: str | Mapping) -> EncodecConfig:
         raw = dict(xp_cfg)
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"xp.cfg is not a mapping (got {type(raw).__name__})")
-    cfg = _resolve(raw, raw)
-    if cfg.get("compression_model", "encodec") != "encodec":
-        raise CheckpointError(f"compression_model={cfg['compression_model']!r}: only 'encodec' checkpoints are supported")
+    if raw.get("compression_model", "encodec") != "encodec":
+        raise CheckpointError(f"compression_model={raw['compression_model']!r}: only 'encodec' checkpoints are supported")
     for section in ("encodec", "seanet", "rvq"):
-        if section not in cfg:
+        if section not in raw:
             raise CheckpointError(f"xp.cfg has no '{section}' section; is this an EnCodec checkpoint?")
+    # resolve only what we read: a training config's other sections may use resolvers (${oc.env:...})
+    cfg = {section: _resolve(raw[section], raw) for section in ("encodec", "seanet", "rvq")}
     enc = cfg["encodec"]
     if enc.get("autoencoder", "seanet") != "seanet" or enc.get("quantizer", "rvq") != "rvq":
         raise CheckpointError(f"encodec.autoencoder={enc.get('autoencoder')!r}, encodec.quantizer="
