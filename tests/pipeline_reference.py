@@ -6,7 +6,7 @@ LM built by audiocraft's ``builders.get_lm_model`` from that very xp.cfg) and
 ``compression_state_dict.bin`` (a native EnCodec export built by ``builders.get_compression_model``).
 The text encoder is a local random T5 (``text_fixtures.t5_folder``): audiocraft's T5Conditioner only
 accepts hub names, so while building and loading the reference its T5 loaders are pointed at the
-folder (``local_t5``) and the xp.cfg names ``t5-small`` (width patched to the fixture's 64).
+folder (``local_t5``) and the xp.cfg names ``t5-small`` (its width patched to the folder's).
 
 Shapes are tiny so parity tests run in seconds: LM dim 64, 2 layers, card 64; SEANet with 4
 filters, ratios (8, 8) at 3072 Hz, i.e. 48 frames per second, and a 1 s segment (T = 48, a multiple
@@ -23,7 +23,6 @@ import reference
 from lm_reference import RefLMShape, xp_cfg as lm_xp_cfg
 
 T5_NAME = "t5-small"   # the hub name written into xp.cfg; its loaders are redirected to a folder
-T5_WIDTH = 64          # text_fixtures.T5_SMALL's d_model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,8 +114,11 @@ def lm_xp(shape: RefPipelineShape) -> dict:
 
 @contextlib.contextmanager
 def local_t5(folder: Path):
-    """Point audiocraft's T5Conditioner at a local T5 folder for the duration of the block."""
+    """Point audiocraft's T5Conditioner at a local T5 folder for the duration of the block
+    (its width, d_model, read from the folder's config.json)."""
+    import json
     conditioners = reference.require("audiocraft.modules.conditioners")
+    width = json.loads((Path(folder) / "config.json").read_text())["d_model"]
     from transformers import T5EncoderModel, T5Tokenizer
 
     class Local:
@@ -129,7 +131,7 @@ def local_t5(folder: Path):
     saved = conditioners.T5Tokenizer, conditioners.T5EncoderModel
     saved_dim = conditioners.T5Conditioner.MODELS_DIMS[T5_NAME]
     conditioners.T5Tokenizer, conditioners.T5EncoderModel = Local(T5Tokenizer), Local(T5EncoderModel)
-    conditioners.T5Conditioner.MODELS_DIMS[T5_NAME] = T5_WIDTH
+    conditioners.T5Conditioner.MODELS_DIMS[T5_NAME] = width
     try:
         yield
     finally:
