@@ -187,11 +187,74 @@ def build_reference_folder(folder: Path, t5: Path, shape: RefPipelineShape = Ref
     return folder
 
 
-def reference_magnet(folder: Path, t5: Path):
-    """audiocraft's own ``MAGNeT.get_pretrained(folder)`` (the T5 loaders pointed at ``t5``)."""
+def reference_magnet(folder: Path, t5: Path, hf_codec: Path | None = None):
+    """audiocraft's own ``MAGNeT.get_pretrained(folder)`` (the T5 loaders pointed at ``t5``, and
+    a codec redirect's hub name at ``hf_codec``)."""
     magnet = reference.require("audiocraft.models.magnet")
-    with local_t5(t5):
+    with local_t5(t5), local_hf_codec(hf_codec):
         return magnet.MAGNeT.get_pretrained(str(folder), device="cpu")
+
+
+# -- the released layout: compression_state_dict.bin redirects to a transformers EncodecModel ------
+REDIRECT_NAME = "facebook/encodec_32khz"
+
+
+def hf_codec_folder(folder: Path, shape: RefPipelineShape = RefPipelineShape(), seed: int = 1) -> Path:
+    """A transformers EncodecModel folder with the shape's codec (random codebooks and scales),
+    standing in for facebook/encodec_32khz (what the released folders redirect to)."""
+    torch = reference.require("torch")
+    transformers = reference.require("transformers")
+    torch.manual_seed(seed)
+    frame_rate = shape.sample_rate // shape.hop
+    bits = shape.lm.card.bit_length() - 1
+    config = transformers.EncodecConfig(
+        sampling_rate=shape.sample_rate, audio_channels=1, num_filters=shape.n_filters,
+        hidden_size=shape.codec_dim, codebook_dim=shape.codec_dim, upsampling_ratios=list(shape.ratios),
+        codebook_size=shape.lm.card, target_bandwidths=[shape.lm.n_q * frame_rate * bits / 1000],
+        num_residual_layers=1, num_lstm_layers=shape.lstm, use_causal_conv=False, use_conv_shortcut=False,
+        pad_mode="reflect", norm_type="weight_norm", normalize=False, chunk_length_s=None, overlap=None)
+    model = transformers.EncodecModel(config).eval()
+    with torch.no_grad():
+        for layer in model.quantizer.layers:
+            layer.codebook.embed.normal_()
+        for name, p in model.named_parameters():
+            if name.endswith(("weight_g", "original0")):
+                p.mul_(torch.empty_like(p).uniform_(0.5, 1.5))
+    model.save_pretrained(folder)
+    return folder
+
+
+def build_redirect_folder(folder: Path, export: Path) -> Path:
+    """The export's LM next to a ``{'pretrained': 'facebook/encodec_32khz'}`` codec file."""
+    import shutil
+    torch = reference.require("torch")
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(export / "state_dict.bin", folder / "state_dict.bin")
+    torch.save({"pretrained": REDIRECT_NAME, "exported": True, "version": "1.3.0"},
+               folder / "compression_state_dict.bin")
+    return folder
+
+
+@contextlib.contextmanager
+def local_hf_codec(folder: Path | None):
+    """Point audiocraft's HFEncodecModel.from_pretrained at a local folder (no hub here)."""
+    if folder is None:
+        yield
+        return
+    encodec = reference.require("audiocraft.models.encodec")
+    saved = encodec.HFEncodecModel
+
+    class Local:
+        @staticmethod
+        def from_pretrained(name, *args, **kwargs):
+            assert name == REDIRECT_NAME, name
+            return saved.from_pretrained(str(folder))
+
+    encodec.HFEncodecModel = Local
+    try:
+        yield
+    finally:
+        encodec.HFEncodecModel = saved
 
 
 def reference_generate(model, descriptions=None, *, prompt=None, prompt_sample_rate=None,

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import reference
-from pipeline_reference import (RefPipelineShape, conversion_cache, exported_folder, reference_generate,
-                                reference_magnet)
+from pipeline_reference import (RefPipelineShape, build_redirect_folder, conversion_cache, exported_folder,
+                                hf_codec_folder, reference_generate, reference_magnet)
 from text_fixtures import t5_folder
-from magnet_jax.pipeline import MAGNeT
+from magnet_jax.pipeline import MAGNeT, Generation
 
 AUDIO_ATOL = 1e-3
 SHAPE = RefPipelineShape()
@@ -51,6 +51,7 @@ def _compare(ours_out, ref_tokens, ref_audio):
     err = np.abs(ours_out.audio - ref_audio).max()
     assert ours_out.audio.shape == ref_audio.shape
     assert err <= AUDIO_ATOL, f"audio max abs error {err}"
+    print(f"tokens identical {ref_tokens.shape}, audio max abs error {err:.2e}")
     return err
 
 
@@ -188,3 +189,28 @@ def test_missing_names_and_files_are_clear_errors(tmp_path, monkeypatch):
     stat = (half / "state_dict.bin").stat()
     os.utime(half / "state_dict.bin", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert cache_folder(locate(half), tmp_path) != before
+
+
+def test_codec_redirect_matches_audiocraft(ours, folder, cache, tmp_path, monkeypatch):
+    """The released layout: compression_state_dict.bin = {'pretrained': 'facebook/encodec_32khz'},
+    i.e. a transformers EncodecModel. Offline and uncached it is a clear error naming the model and
+    the codec= option; with a local copy, greedy generation equals audiocraft's. (The LM file is the
+    one `ours` loaded, so its compiled sampler gives the tokens; the redirect model decodes them.)"""
+    import huggingface_hub.constants
+    from flax import nnx
+    from magnet_jax.pipeline import ModelNotFoundError
+    hf = hf_codec_folder(tmp_path / "encodec_32khz")
+    redirect = build_redirect_folder(tmp_path / "released_layout", folder)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty_hub_cache"))
+    with pytest.raises(ModelNotFoundError, match="redirects to the Hugging Face model 'facebook/encodec_32khz'.*codec=DIR"):
+        MAGNeT.from_pretrained(redirect, text_encoder=t5_folder("t5"), cache_dir=cache)
+    released = MAGNeT.from_pretrained(redirect, text_encoder=t5_folder("t5"), codec=hf, cache_dir=cache, mesh=None)
+    assert released.codec_cfg.pad_mode == "reflect" and released.frame_rate == SHAPE.lm.frame_rate
+    jax.tree.map(np.testing.assert_array_equal, nnx.to_pure_dict(released.sampler.state),
+                 nnx.to_pure_dict(ours.sampler.state))
+    ref = reference_magnet(redirect, t5_folder("t5"), hf_codec=hf)
+    want_tokens, want_audio = reference_generate(ref, TEXTS, use_sampling=False, decoding_steps=STEPS)
+    with jax.default_matmul_precision("highest"):
+        tokens = ours.generate(TEXTS, use_sampling=False, decoding_steps=STEPS).tokens
+        got = Generation(released.decode(tokens), tokens, released.sample_rate)
+    _compare(got, want_tokens, want_audio)
