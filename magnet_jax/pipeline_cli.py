@@ -24,7 +24,9 @@ import numpy as np
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     g = subparsers.add_parser("generate", help="text to music / sound (WAV files) with a MAGNeT checkpoint",
-                              description=__doc__.splitlines()[0])
+                              description="Generate audio from text with a MAGNeT checkpoint: one WAV and one "
+                                          "spectrogram PNG per prompt, tokens.npy and generate.json (every "
+                                          "setting used) in --out.")
     _model_args(g)
     src = g.add_mutually_exclusive_group()
     src.add_argument("--prompt", nargs="+", action="extend", metavar="TEXT", help="one or more descriptions")
@@ -39,15 +41,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = g.add_argument_group("sampler (defaults: audiocraft's MAGNeT.set_generation_params)")
     s.add_argument("--greedy", action="store_true", help="argmax decoding (use_sampling=False)")
     s.add_argument("--decoding-steps", type=_int_list, metavar="N,N,N,N", help="steps per codebook (default 20,10,10,10)")
-    s.add_argument("--temperature", type=float)
+    s.add_argument("--temperature", type=float, help="initial softmax temperature (default 3.0)")
     s.add_argument("--no-anneal-temp", dest="anneal_temp", action="store_const", const=False,
                    help="keep the temperature constant within a stage")
-    s.add_argument("--top-k", type=int)
-    s.add_argument("--top-p", type=float)
-    s.add_argument("--max-cfg-coef", type=float)
-    s.add_argument("--min-cfg-coef", type=float)
-    s.add_argument("--span-scoring", choices=("max", "prod"))
-    s.add_argument("--span-arrangement", choices=("nonoverlap", "stride1"))
+    s.add_argument("--top-k", type=int, help="top-k sampling, used only when --top-p is 0 (default 0)")
+    s.add_argument("--top-p", type=float, help="nucleus sampling mass; 0 turns it off (default 0.9)")
+    s.add_argument("--max-cfg-coef", type=float, help="classifier-free guidance at the first step (default 10)")
+    s.add_argument("--min-cfg-coef", type=float, help="classifier-free guidance at the last step (default 1)")
+    s.add_argument("--span-scoring", choices=("max", "prod"), help="span confidence (default max)")
+    s.add_argument("--span-arrangement", choices=("nonoverlap", "stride1"),
+                   help="spans to re-mask (default nonoverlap; the demo recommends stride1)")
     g.set_defaults(func=run_generate)
 
     c = subparsers.add_parser("convert", help="convert a MAGNeT checkpoint (LM, codec, text projection) to orbax",
