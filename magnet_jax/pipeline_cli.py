@@ -56,18 +56,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c = subparsers.add_parser("convert", help="convert a MAGNeT checkpoint (LM, codec, text projection) to orbax",
                               description="Convert an audiocraft MAGNeT export (state_dict.bin + "
                                           "compression_state_dict.bin) into a folder that loads without torch.")
-    _model_args(c)
+    _model_args(c, cache=False)
     c.add_argument("--out", required=True, help="output folder (pass it to `generate --model`)")
     c.set_defaults(func=run_convert)
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
+def _model_args(p: argparse.ArgumentParser, cache: bool = True) -> None:
     p.add_argument("--model", help="a released name (facebook/magnet-small-10secs, ...), a folder with "
                                    "state_dict.bin + compression_state_dict.bin, or a converted folder")
     p.add_argument("--text-encoder", metavar="DIR", help="local T5 folder, when xp.cfg's T5 cannot be fetched")
     p.add_argument("--codec", metavar="DIR", help="local EncodecModel folder, for a codec that redirects to the hub")
-    p.add_argument("--cache-dir", metavar="DIR", help="where converted checkpoints are cached "
-                                                      "(default $MAGNET_JAX_CACHE or ~/.cache/magnet_jax)")
+    if cache:
+        p.add_argument("--cache-dir", metavar="DIR", help="where converted checkpoints are cached "
+                                                          "(default $MAGNET_JAX_CACHE or ~/.cache/magnet_jax)")
 
 
 def _int_list(text: str) -> list[int]:
