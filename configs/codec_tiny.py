@@ -1,0 +1,40 @@
+"""A tiny EnCodec trained from scratch on the synthetic corpus: 16 kHz mono, hop 160 (100 Hz),
+n_filters 8, 64-dim latent, 4 codebooks of 256, a 3-scale STFT discriminator with 8 filters.
+Sized to train on 2 CPU cores in well under an hour:
+
+    magnet-jax synth-corpus --out data/synth16k --clips 240 --sample-rate 16000
+    magnet-jax train-codec --config configs/codec_tiny.py --workdir runs/codec_tiny data.dir=data/synth16k
+    magnet-jax eval-codec --workdir runs/codec_tiny --out runs/codec_tiny/eval
+
+Losses and their weights are audiocraft's compression recipe (balancer over adv 4, feat 4,
+l1 0.1, msspec 2; commitment 1 outside it) with the mel scales cut to 2**5 .. 2**9 for short
+crops; Adam lr 3e-4, betas (0.5, 0.9), for both networks, as audiocraft's encodec configs.
+"""
+from magnet_jax.codec import codec_config
+from magnet_jax.codec.training.config import (CodecDataConfig, CodecEvalConfig, DiscriminatorConfig,
+                                              LossConfig, QuantizerTrainConfig)
+from magnet_jax.train.config import MeshConfig, TrainConfig
+from magnet_jax.train.optim import OptimConfig
+
+
+def get_config(variant: str = ""):
+    if variant:
+        raise ValueError(f"configs/codec_tiny.py has no variants (got {variant!r}); use key=value overrides")
+    codec = codec_config("encodec_16khz", n_filters=8, dimension=64, ratios=(5, 4, 4, 2), lstm=1,
+                         n_q=4, bins=256)
+    adam = OptimConfig(optimizer="adamw", lr=3e-4, beta1=0.5, beta2=0.9, weight_decay=0.0,
+                       schedule="constant", warmup=0, max_norm=0.0, ema_decay=0.0)
+    return {
+        "codec": codec,
+        "train": TrainConfig(steps=1500, batch_size=8, log_every=25, eval_every=500, checkpoint_every=250,
+                             keep_checkpoints=2),
+        "optim": adam,
+        "disc_optim": adam,
+        "mesh": MeshConfig(),
+        "data": CodecDataConfig(dir="data/synth16k", segment_duration=1.0, valid_percent=10.0),
+        "losses": LossConfig(msspec_range_start=5, msspec_range_end=10),
+        "disc": DiscriminatorConfig(filters=8, n_ffts=(512, 256, 128), hop_lengths=(128, 64, 32),
+                                    win_lengths=(512, 256, 128)),
+        "quantizer": QuantizerTrainConfig(kmeans_iters=20, kmeans_batches=4, threshold_ema_dead_code=0.5),
+        "eval": CodecEvalConfig(clips=16, duration=10.0, batch_size=4),
+    }
