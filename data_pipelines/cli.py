@@ -45,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--codec-override", action="append", default=[], metavar="KEY=VALUE",
                    help="change an EncodecConfig field of a random-init codec, e.g. n_filters=8 "
                         "(repeatable; for small test codecs)")
+    t.add_argument("--text-encoder", default="none", choices=("none", "minilm", "t5"),
+                   help="also store this encoder's caption states (float16 [L, width]) per record")
+    t.add_argument("--text-encoder-path", help="T5 / BERT folder or hub name (minilm: optional)")
     t.add_argument("--segment-duration", type=float, default=10.0, help="seconds per record")
     t.add_argument("--min-segment-ratio", type=float, default=0.5,
                    help="keep a tail segment of at least this fraction of --segment-duration")
@@ -97,11 +100,25 @@ def tokenize(args: argparse.Namespace) -> int:
                                decode_workers=args.decode_workers, process_index=pi,
                                process_count=pc, max_shards=args.max_shards,
                                progress=not args.no_progress)
-        summary = run(manifest, encoder, settings, args.out, opts)
+        summary = run(manifest, encoder, settings, args.out, opts, _text_embedder(args))
     except (ValueError, FileNotFoundError, KeyError, TypeError) as err:
         raise UserError(str(err)) from None
     print(json.dumps(summary, indent=1))
     return 0
+
+
+def _text_embedder(args: argparse.Namespace):
+    """The optional caption-state embedder named on the command line."""
+    if args.text_encoder == "none":
+        return None
+    from data_pipelines.tokenize import text_embedder
+    from magnet_jax.text import TextEncoder
+
+    if args.text_encoder == "minilm":
+        return text_embedder(TextEncoder.minilm(args.text_encoder_path))
+    if not args.text_encoder_path:
+        raise ValueError("--text-encoder t5 needs --text-encoder-path (a local T5 folder)")
+    return text_embedder(TextEncoder.t5(args.text_encoder_path))
 
 
 def parse_overrides(items: list[str]) -> dict:

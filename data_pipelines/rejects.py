@@ -24,6 +24,7 @@ REASONS: dict[str, str] = {
     "bad_window": "the manifest's [start_s, end_s] window lies outside the audio",
     "bad_manifest_row": "a manifest line that cannot be parsed",
     "unsupported_extension": "a file in the corpus folder that is not .wav/.flac/.ogg/.mp3",
+    "error": "processing raised an unexpected error (the detail names it; please report it)",
 }
 
 

@@ -32,8 +32,18 @@ from data_pipelines.manifests import ClipSpec, Manifest
 from data_pipelines.rejects import Reject, Rejected, count_reasons, write_report
 
 STATE_DIR = "_tokenize"
-# text -> float [L, D] embedding; optional (see TokenizeOptions.text_embedder)
+# captions -> one float [L, D] array per caption; optional precomputed text-encoder states
 TextEmbedder = Callable[[list[str]], list[np.ndarray]]
+
+
+def text_embedder(encoder) -> TextEmbedder:
+    """Wrap a ``magnet_jax.text.TextEncoder``: its unpadded hidden states [L, width] per caption.
+    An empty caption is the null text (the encoder returns no states); it is stored as one
+    zero row, because TFDS cannot parse an empty tensor, and ``caption == ''`` marks it."""
+    def embed(texts: list[str]) -> list[np.ndarray]:
+        rows = encoder.hidden_states(list(texts))
+        return [np.zeros((1, encoder.width), np.float32) if r is None else np.asarray(r) for r in rows]
+    return embed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,9 +132,11 @@ def _check_or_write_fingerprint(out: Path, split: str, fp: dict) -> None:
 def _load(clip: ClipSpec, settings: AudioSettings) -> tuple[list[Segment], float] | Reject:
     try:
         wav = load_clip(Path(clip.path), settings, clip.start_s, clip.end_s)
+        return cut_segments(wav, settings, clip.start_s)
     except Rejected as rej:
         return rej.to_reject(clip.path, clip.clip_id)
-    return cut_segments(wav, settings, clip.start_s)
+    except Exception as err:  # noqa: BLE001 - one bad file must never stop the job
+        return Reject(clip.path, "error", f"{type(err).__name__}: {err}", clip.clip_id)
 
 
 def _batches(items: list, size: int) -> Iterator[list]:

@@ -189,3 +189,27 @@ def test_cli_reports_user_errors(tmp_path, capsys):
     (tmp_path / "x.csv").write_text("a,b\n1,2\n")
     assert data_cli.main(["tokenize", str(tmp_path / "x.csv"), "--out", str(tmp_path / "o")]) == 2
     assert "not a MusicCaps CSV" in capsys.readouterr().err
+
+
+def test_precomputed_text_embeddings_are_the_encoders_states(tmp_path):
+    from magnet_jax.text import TextEncoder
+
+    from data_pipelines.tokenize import text_embedder
+
+    encoder = TextEncoder.minilm()
+    corpus = read_manifest(synth_corpus())
+    corpus.clips[:] = corpus.clips[:2]
+    corpus.clips[1] = corpus.clips[1].__class__(**{**corpus.clips[1].__dict__, "caption": ""})
+    tokenize(corpus, tiny_encoder(), settings(), tmp_path, TokenizeOptions(progress=False),
+             text_embedder(encoder))
+    recs = read_all(tmp_path)
+    assert len(recs) == 4
+    for rec in recs:
+        emb = rec["text_embedding"]
+        assert emb.dtype == np.float16
+        if rec["caption"]:
+            want = encoder.hidden_states([rec["caption"]])[0]
+            assert emb.shape == want.shape == (want.shape[0], 384)
+            np.testing.assert_allclose(emb.astype(np.float32), want, rtol=2e-3, atol=2e-3)
+        else:                                                # the null text
+            assert emb.shape == (1, 384) and not emb.any()
