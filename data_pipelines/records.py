@@ -21,7 +21,6 @@ One record = one segment of one clip:
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -144,8 +143,3 @@ def read_shard(path: Path) -> Iterator[bytes]:
             yield reader.read([i])[0]
     finally:
         reader.close()
-
-
-def nan_equal(a: float, b: float) -> bool:
-    """Float equality where NaN (unknown bpm) equals NaN."""
-    return (math.isnan(a) and math.isnan(b)) or a == b
