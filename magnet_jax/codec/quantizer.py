@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+
+from magnet_jax.modules.layers import host_random
 
 
 class EuclideanCodebook(nnx.Module):
     """One codebook of ``bins`` vectors of size ``dim``."""
 
     def __init__(self, bins: int, dim: int, *, rngs: nnx.Rngs):
-        embed = jax.random.normal(rngs.params(), (bins, dim), jnp.float32)
+        embed = host_random(rngs, lambda g: g.standard_normal((bins, dim)).astype(np.float32),
+                            lambda key: jax.random.normal(key, (bins, dim), jnp.float32))
         self.embed = nnx.Param(embed, out_sharding=(None, "channels"), eager_sharding=False)
 
     def encode(self, x: jax.Array) -> jax.Array:

@@ -27,7 +27,10 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+
+from magnet_jax.modules.layers import host_random
 
 PadMode = Literal["constant", "reflect"]
 Norm = Literal["weight_norm", "none"]
@@ -43,7 +46,14 @@ def _param(value: jax.Array, names: tuple[str | None, ...]) -> nnx.Param:
 
 
 def _uniform(rngs: nnx.Rngs, shape: tuple[int, ...], bound: float) -> jax.Array:
-    return jax.random.uniform(rngs.params(), shape, jnp.float32, -bound, bound)
+    return host_random(rngs, lambda g: g.uniform(-bound, bound, shape).astype(np.float32),
+                       lambda key: jax.random.uniform(key, shape, jnp.float32, -bound, bound))
+
+
+def _row_norm(weight) -> jax.Array:
+    """||w|| over every axis but 0 (weight norm's g at init), on the host when w is numpy."""
+    xp = np if isinstance(weight, np.ndarray) else jnp
+    return xp.sqrt(xp.sum(xp.square(weight), axis=tuple(range(1, weight.ndim)), keepdims=True))
 
 
 def _check_options(norm: str, pad_mode: str | None = None) -> None:
@@ -157,7 +167,7 @@ class StreamableConv1d(nnx.Module):
         weight = _uniform(rngs, (out_channels, in_channels, kernel_size), bound)
         names = ("channels", None, None)
         if norm == "weight_norm":
-            g = jnp.sqrt(jnp.sum(jnp.square(weight), axis=(1, 2), keepdims=True))
+            g = _row_norm(weight)
             self.weight_g = _param(g, names)
             self.weight_v = _param(weight, names)
         else:
@@ -213,7 +223,7 @@ class StreamableConvTranspose1d(nnx.Module):
         weight = _uniform(rngs, (in_channels, out_channels, kernel_size), bound)
         names = ("channels", None, None)
         if norm == "weight_norm":
-            g = jnp.sqrt(jnp.sum(jnp.square(weight), axis=(1, 2), keepdims=True))
+            g = _row_norm(weight)
             self.weight_g = _param(g, names)
             self.weight_v = _param(weight, names)
         else:

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 Initializer = Callable[[jax.Array, Sequence[int], jnp.dtype], jax.Array]
@@ -63,3 +64,18 @@ class LayerNorm(nnx.Module):
         var = jnp.square(x32 - mean).mean(-1, keepdims=True)
         y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
         return (y * self.weight[...] + self.bias[...]).astype(x.dtype)
+
+
+def host_random(rngs: nnx.Rngs, draw: Callable[[np.random.Generator], np.ndarray],
+                fallback: Callable[[jax.Array], jax.Array]) -> jax.Array | np.ndarray:
+    """Draw initial values on the host from a numpy generator seeded by the next params key.
+
+    Eager ``jax.random`` compiles one small XLA program per distinct shape: a 32 kHz SEANet has
+    ~55 of them, which made building a random codec take 25-55 s. numpy draws cost nothing to
+    compile. Under tracing (``nnx.eval_shape`` in the converters, ``jax.jit``) the key is abstract,
+    so ``fallback(key)`` draws with jax.random instead.
+    """
+    key = rngs.params()
+    if isinstance(key, jax.core.Tracer):
+        return fallback(key)
+    return draw(np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist()))

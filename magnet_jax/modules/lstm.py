@@ -15,7 +15,10 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+
+from magnet_jax.modules.layers import host_random
 
 
 def _param(value: jax.Array, names: tuple[str | None, ...]) -> nnx.Param:
@@ -27,7 +30,9 @@ class LSTMLayer(nnx.Module):
 
     def __init__(self, input_size: int, hidden_size: int, *, rngs: nnx.Rngs):
         bound = 1.0 / math.sqrt(hidden_size)
-        init = lambda *shape: jax.random.uniform(rngs.params(), shape, jnp.float32, -bound, bound)
+        def init(*shape):
+            return host_random(rngs, lambda g: g.uniform(-bound, bound, shape).astype(np.float32),
+                               lambda key: jax.random.uniform(key, shape, jnp.float32, -bound, bound))
         self.hidden_size = hidden_size
         self.weight_ih = _param(init(4 * hidden_size, input_size), ("channels", None))
         self.weight_hh = _param(init(4 * hidden_size, hidden_size), ("channels", None))
