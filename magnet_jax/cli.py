@@ -18,6 +18,7 @@ VERB_MODULES: tuple[str, ...] = (
     "magnet_jax.codec.cli",     # codec-encode, codec-decode
     "magnet_jax.pipeline_cli",  # generate, convert
     "magnet_jax.train.cli",     # train, ablate-span
+    "magnet_jax.codec.training.cli",  # train-codec, eval-codec
 )
 
 
