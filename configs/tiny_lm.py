@@ -23,7 +23,7 @@ def get_config(variant: str = ""):
     config = {
         "lm": LMConfig(dim=64, num_heads=4, num_layers=2, ffn_dim=256, n_q=4, card=2048,
                        subcodes_context=5, span_len=3, frame_rate=50, segment_duration=2.0),
-        "train": TrainConfig(steps=300, batch_size=8, log_every=10, eval_every=100, eval_batches=2,
+        "train": TrainConfig(steps=300, batch_size=8, log_every=10, eval_every=100, eval_batches=2, jit_init=False,
                              checkpoint_every=100, keep_checkpoints=2),
         "optim": OptimConfig(optimizer="adamw", lr=3e-3, beta1=0.9, beta2=0.95, weight_decay=0.1,
                              schedule="cosine", warmup=20, max_norm=1.0, ema_decay=0.99, ema_every=10),

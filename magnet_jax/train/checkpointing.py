@@ -32,7 +32,9 @@ class Checkpoints:
         self.directory = Path(directory).absolute()
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=asynchronous)
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        import grain
+        handlers = {"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler()}
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -47,6 +49,8 @@ class Checkpoints:
 
     def check_shapes(self, step: int, abstract_state: dict) -> None:
         meta = self.manager.item_metadata(step)["state"]
+        if meta is None:
+            raise CheckpointMismatch(f"checkpoint {self.directory / str(step)} has no readable train state")
         want = _flat_shapes(abstract_state)
         have = _flat_shapes(meta)
         missing = sorted(set(want) - set(have))

@@ -24,6 +24,8 @@ class TrainConfig:
     grad_accum: int = 1             # micro-batches per step (batch_size / grad_accum each)
     seed: int = 0
     remat: bool = False             # rematerialise each layer in the backward pass
+    jit_init: bool = True           # create parameters in a jitted program, already sharded
+                                    # (False: eagerly on the host, then placed; no compile)
     log_every: int = 10
     eval_every: int = 1000          # validation every this many steps (and at the end); 0 = never
     eval_batches: int = 8           # validation batches per pass

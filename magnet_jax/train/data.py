@@ -66,6 +66,11 @@ class Batches:
         if not (Path(data.dir) / "dataset_info.json").exists():
             raise ValueError(f"data.dir {data.dir} is not a tokenized dataset (no dataset_info.json); "
                              f"make one with `magnet-jax tokenize SOURCE --out {data.dir}`")
+        # grain computes batch elements on a thread pool; the first elements' lazy
+        # tensorflow_datasets imports (etils lazy_imports) can deadlock on the import lock when
+        # several threads race. Resolve them once here, in the main thread.
+        from data_pipelines import records
+        records.features_from_directory(Path(data.dir))
         self.cfg = LoaderConfig(batch_size=batch_size, frames=frames, seed=seed, shuffle=train,
                                 num_epochs=num_epochs,
                                 merge_text_p=data.merge_text_p if train else 0.0,

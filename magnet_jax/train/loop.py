@@ -44,6 +44,9 @@ from magnet_jax.train.state import (build_model, init_state, param_shardings, st
                                     trainable_mask)
 
 
+_STEP_CACHE: dict = {}
+
+
 class NonFiniteError(RuntimeError):
     """Too many non-finite steps in a row: the run stopped."""
 
@@ -78,10 +81,10 @@ def _split_micro(x: jax.Array, accum: int) -> jax.Array:
     return sharding.constrain(x, None, "batch", *([None] * (x.ndim - 2)))
 
 
-def make_train_step(graphdef, config: dict, tx, schedule, mask: dict, text: bool):
-    lm_cfg, tc, oc, txc = config["lm"], config["train"], config["optim"], config["text"]
+def make_loss_fn(graphdef, config: dict, text: bool):
+    """(params, batch, key, poison) -> (loss, LossOutput): text projection, then MAGNeT's loss."""
+    lm_cfg, tc, txc = config["lm"], config["train"], config["text"]
     lut = jnp.asarray(span_count_lut(lm_cfg.sequence_len, lm_cfg.span_len))
-    accum, use_ema = tc.grad_accum, oc.ema_decay > 0
 
     def loss_fn(params, mb, key, poison):
         model = nnx.merge(graphdef, params)
@@ -90,8 +93,13 @@ def make_train_step(graphdef, config: dict, tx, schedule, mask: dict, text: bool
                           padding_mask=mb["padding_mask"], remat=tc.remat)
         loss = out.loss * (1.0 + poison)        # poison = NaN only under fault injection
         return loss, out._replace(loss=loss)
+    return loss_fn
 
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+def make_train_step(graphdef, config: dict, tx, schedule, mask: dict, text: bool):
+    tc, oc = config["train"], config["optim"]
+    accum, use_ema = tc.grad_accum, oc.ema_decay > 0
+    grad_fn = jax.value_and_grad(make_loss_fn(graphdef, config, text), has_aux=True)
 
     def step(state, batch, poison):
         params = state["params"]
@@ -110,7 +118,7 @@ def make_train_step(graphdef, config: dict, tx, schedule, mask: dict, text: bool
             grads, outs = jax.lax.scan(body, zeros, (micro, jax.random.split(key, accum)))
             grads = jax.tree.map(lambda g: g / accum, grads)
         grads = jax.tree.map(lambda g, m: g * m, grads, mask)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
         loss = jnp.mean(outs.loss)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates_done = state["step"] - state["nonfinite_total"]     # successful updates so far
@@ -147,13 +155,12 @@ def make_eval_step(graphdef, config: dict, text: bool):
     def step(params, batch, key):
         model = nnx.merge(graphdef, params)
         cond = model.text(batch["text_hidden"], batch["text_mask"]) if text else None
-        losses, accs = [], []
-        for s in range(lm_cfg.n_q):
+
+        def one_stage(s):   # lax.map: one compiled stage body instead of n_q unrolled copies
             out = magnet_loss(model.lm, batch["codes"], cond, jax.random.fold_in(key, s), lut=lut,
-                              cfg_dropout=0.0, padding_mask=batch["padding_mask"], stage=jnp.int32(s))
-            losses.append(out.loss)
-            accs.append(out.accuracy)
-        return jnp.stack(losses), jnp.stack(accs)
+                              cfg_dropout=0.0, padding_mask=batch["padding_mask"], stage=s)
+            return out.loss, out.accuracy
+        return jax.lax.map(one_stage, jnp.arange(lm_cfg.n_q, dtype=jnp.int32))
 
     return step
 
@@ -191,6 +198,7 @@ def build_trainer(config: dict, encoder: Any = "load") -> Trainer:
     graphdef, abstract_params = nnx.split(abstract_model, nnx.Param)
     abstract_params = nnx.to_pure_dict(abstract_params)
     param_sh = param_shardings(abstract_model, mesh)
+    _check_params_divide(abstract_params, param_sh)
     tx, schedule = make_optimizer(oc, tc.steps)
     mask = trainable_mask(abstract_params, fc.freeze, lm_cfg.num_layers)
     abstract_state = jax.eval_shape(lambda p: init_state(p, tx, oc.ema_decay > 0, tc.seed), abstract_params)
@@ -207,13 +215,18 @@ def build_trainer(config: dict, encoder: Any = "load") -> Trainer:
             loaded["text"] = jax.tree.map(np.asarray, fresh)
 
         def init_params():
-            return jax.device_put(loaded, param_sh)
-    else:
+            return place(loaded, param_sh)
+    elif tc.jit_init:   # parameters are born sharded on their devices (large models)
         create = jax.jit(lambda: nnx.to_pure_dict(nnx.state(build_model(lm_cfg, text_width, tc.seed), nnx.Param)),
                          out_shardings=param_sh)
 
         def init_params():
             return create()
+    else:               # eager on the host, then placed (small models: no init program to compile)
+        def init_params():
+            with jax.default_device(jax.local_devices(backend="cpu")[0]):
+                fresh = nnx.to_pure_dict(nnx.state(build_model(lm_cfg, text_width, tc.seed), nnx.Param))
+            return place(jax.tree.map(np.asarray, fresh), param_sh)
 
     text = text_width is not None
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -222,13 +235,46 @@ def build_trainer(config: dict, encoder: Any = "load") -> Trainer:
     if text:
         batch_sh["text_hidden"] = sharding.logical_sharding(mesh, "batch", None, None)
         batch_sh["text_mask"] = sharding.logical_sharding(mesh, "batch", None)
-    train_step = jax.jit(make_train_step(graphdef, config, tx, schedule, mask, text),
-                         in_shardings=(state_sh, batch_sh, replicated),
-                         out_shardings=(state_sh, replicated), donate_argnums=(0,))
-    eval_step = jax.jit(make_eval_step(graphdef, config, text),
-                        in_shardings=(param_sh, batch_sh, replicated), out_shardings=replicated)
+    # the same config on the same mesh reuses the compiled step (a resumed run, repeated runs
+    # in one process); everything the step closes over is a function of this key
+    cosine_len = (oc.total_steps or tc.steps) if oc.schedule == "cosine" else 0
+    what = {"lm": to_json(config)["lm"], "optim": to_json(config)["optim"], "text": to_json(config)["text"],
+            "freeze": fc.freeze, "grad_accum": tc.grad_accum, "remat": tc.remat, "cosine_len": cosine_len}
+    key = (json.dumps(what, sort_keys=True), tuple(d.id for d in mesh.devices.flat),
+           tuple(mesh.shape.items()), text_width)
+    if key not in _STEP_CACHE:
+        _STEP_CACHE[key] = (
+            jax.jit(make_train_step(graphdef, config, tx, schedule, mask, text),
+                    in_shardings=(state_sh, batch_sh, replicated),
+                    out_shardings=(state_sh, replicated), donate_argnums=(0,)),
+            jax.jit(make_eval_step(graphdef, config, text),
+                    in_shardings=(param_sh, batch_sh, replicated), out_shardings=replicated))
+    train_step, eval_step = _STEP_CACHE[key]
     return Trainer(config, mesh, graphdef, encoder, text_width, tx, schedule, mask, param_sh, state_sh,
                    abstract_state, init_params, init_info, train_step, eval_step)
+
+
+def place(tree: Any, shardings: Any) -> Any:
+    """Host arrays (the same on every process) -> global arrays with the given shardings; each
+    process fills only its own devices' slices, so this works across hosts."""
+    def one(x, sh):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sh, lambda index: x[index])
+    return jax.tree.map(one, tree, shardings)
+
+
+def _check_params_divide(abstract_params: dict, param_sh: dict) -> None:
+    """Name the parameter a mesh cannot split (instead of an XLA error deep in the first step)."""
+    flat_p = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
+    for (path, leaf), sh in zip(flat_p, jax.tree.leaves(param_sh)):
+        for dim, (size, axes) in enumerate(zip(leaf.shape, tuple(sh.spec) + (None,) * leaf.ndim)):
+            names = axes if isinstance(axes, tuple) else (axes,)
+            ways = math.prod(sh.mesh.shape[a] for a in names if a is not None)
+            if size % ways:
+                name = "/".join(str(getattr(k, "key", k)) for k in path)
+                raise ValueError(f"parameter {name} {tuple(leaf.shape)}: axis {dim} of size {size} cannot be "
+                                 f"split {ways} ways over mesh axes {names} (mesh {dict(sh.mesh.shape)}); "
+                                 f"pick mesh sizes that divide the model's heads / dims")
 
 
 def initial_state(trainer: Trainer) -> dict:
