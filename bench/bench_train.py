@@ -1,0 +1,180 @@
+"""Train-step throughput and MFU, ours against audiocraft's MagnetLMModel, in one run.
+
+Bench configuration: dim 512, 8 heads, 8 layers, FFN 2048, card 2048, T = 480 (48 Hz x 10 s),
+batch --batch, a text condition of S tokens (width 24, projected by the trained output_proj on
+both sides: audiocraft's LUTConditioner). One step = MAGNeT masking of a random stage, forward,
+masked cross-entropy, backward, gradient clipping 1.0, AdamW. Ours is the jitted, donated step of
+``magnet-jax train`` (float32 here; ``--dtype bfloat16`` for accelerators); the reference runs
+audiocraft's custom attention (the path that applies the real band mask), float32, on the
+same CPU threads. tokens/s counts B x n_q x T codes per step. FLOP formula:
+``magnet_jax/train/metrics.py`` (3 x forward, one head); MFU divides by the measured jitted
+matmul peak on CPU, or the device's bf16 peak on accelerators. Prints JSON and writes
+bench/results/train_<device>.json.
+
+    python bench/bench_train.py [--batch 2] [--steps 3] [--layers 8] [--dim 512] [--no-reference]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+
+def ours(args, S: int, W: int) -> dict:
+    import jax
+    import numpy as np
+
+    from magnet_jax.lm.config import LMConfig
+    from magnet_jax.train.config import default_config
+    from magnet_jax.train.loop import build_trainer, initial_state
+    from magnet_jax.train.metrics import device_peak_flops, train_step_flops
+    from magnet_jax.train.optim import OptimConfig
+    from magnet_jax.train.config import TrainConfig, TextConfig
+    lm = LMConfig(dim=args.dim, num_heads=args.heads, num_layers=args.layers, ffn_dim=4 * args.dim,
+                  card=2048, frame_rate=48, segment_duration=10.0, compute_dtype=args.dtype)
+    cfg = default_config(lm)
+    cfg["train"] = TrainConfig(steps=1000, batch_size=args.batch, jit_init=True, progress=False)
+    cfg["optim"] = OptimConfig(optimizer="adamw", lr=1e-4, schedule="constant", max_norm=1.0, ema_decay=0.0)
+    cfg["text"] = TextConfig(encoder="none", cfg_dropout=0.3, max_tokens=S)
+
+    class _Width:          # build_trainer only reads the frozen encoder's width
+        width = W
+    tr = build_trainer(cfg, encoder=_Width())
+    state = initial_state(tr)
+    rng = np.random.default_rng(0)
+    T = lm.sequence_len
+    batch = {"codes": rng.integers(0, lm.card, (args.batch, lm.n_q, T)).astype(np.int32),
+             "padding_mask": np.ones((args.batch, T), bool),
+             "text_hidden": rng.normal(size=(args.batch, S, W)).astype(np.float32),
+             "text_mask": np.ones((args.batch, S), np.int32)}
+    batch = jax.device_put(batch)
+    with jax.set_mesh(tr.mesh):
+        t0 = time.perf_counter()
+        state, m = tr.train_step(state, batch, np.float32(0))
+        jax.block_until_ready(m)
+        compile_s = time.perf_counter() - t0
+        times = []
+        for _ in range(args.steps):
+            t0 = time.perf_counter()
+            state, m = tr.train_step(state, batch, np.float32(0))
+            jax.block_until_ready(m)
+            times.append(time.perf_counter() - t0)
+    step_s = min(times)
+    flops = train_step_flops(lm, args.batch, T, S, W)
+    peak = device_peak_flops() or (matmul_peak_jax() * jax.device_count())
+    return {"step_s": step_s, "compile_plus_first_step_s": compile_s, "flops": flops,
+            "tokens_per_s": args.batch * lm.n_q * T / step_s, "mfu": flops / step_s / peak,
+            "peak_gflops": peak / 1e9, "loss": float(np.mean(np.asarray(m["loss"]))),
+            "device": jax.devices()[0].device_kind, "devices": jax.device_count()}
+
+
+def reference(args, S: int, W: int) -> dict:
+    import lm_reference
+    import numpy as np
+    import torch
+
+    from magnet_jax.lm.config import LMConfig
+    from magnet_jax.lm.objective import span_count_lut
+    from magnet_jax.train.metrics import train_step_flops
+    shape = lm_reference.RefLMShape(dim=args.dim, num_heads=args.heads, num_layers=args.layers, card=2048,
+                                    frame_rate=48, segment_duration=10, text_dim=W)
+    lm = lm_reference.build_reference_lm(shape).train()
+    opt = torch.optim.AdamW(lm.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    B, K, T = args.batch, shape.n_q, shape.T
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, shape.card, (B, K, T), generator=g)
+    tokens = torch.randint(0, shape.text_bins, (B, S), generator=g)
+    lut = torch.tensor(span_count_lut(T, shape.span_len))
+    provider = lm.condition_provider.conditioners["description"]
+
+    def step():
+        stage = int(torch.randint(0, K, (1,), generator=g))
+        probs = torch.cos(torch.rand(B, generator=g) * math.pi / 2)
+        counts = lut[(probs * 100).round().long()].clamp(min=1)
+        ranks = torch.rand(B, T, generator=g).argsort(-1).argsort(-1)
+        starts = ranks < counts[:, None]
+        mask = starts.clone()
+        for s in range(1, shape.span_len):
+            mask[:, s:] |= starts[:, :-s]
+        inputs = codes.clone()
+        inputs[:, stage][mask] = shape.card
+        inputs[:, stage + 1:] = shape.card
+        cond = provider.output_proj(provider.embed(tokens))          # the trained projection
+        logits = lm(inputs, [], {"description": (cond, torch.ones(B, S))}, stage=stage)  # [B, K, T, card]
+        logits = logits[:, stage][mask]
+        loss = torch.nn.functional.cross_entropy(logits, codes[:, stage][mask])
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
+        opt.step()
+        return float(loss.detach())
+    step()
+    times = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    step_s = min(times)
+    cfg = LMConfig(dim=args.dim, num_heads=args.heads, num_layers=args.layers, ffn_dim=4 * args.dim, card=2048)
+    ref_flops = train_step_flops(cfg, B, T, S, W) + 3 * 2 * B * T * args.dim * 2048 * (K - 1)  # all n_q heads
+    return {"step_s": step_s, "tokens_per_s": B * K * T / step_s, "flops_executed": ref_flops,
+            "torch_threads": torch.get_num_threads()}
+
+
+def matmul_peak_jax(repeats: int = 5) -> float:
+    import jax
+    import jax.numpy as jnp
+    best = 0.0
+    for (m, k, n) in [(960, 512, 2048), (2048, 2048, 2048)]:
+        a, b = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
+        f = jax.jit(lambda x, y: x @ y)
+        f(a, b).block_until_ready()
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            f(a, b).block_until_ready()
+            best = max(best, 2 * m * k * n / (time.perf_counter() - t0))
+    return best / jax.device_count()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--text-tokens", type=int, default=8)
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    ap.add_argument("--no-reference", action="store_true")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    W = 24
+    mine = ours(args, args.text_tokens, W)
+    ref = None if args.no_reference else reference(args, args.text_tokens, W)
+    result = {
+        "bench": "train_step", "shape": {"dim": args.dim, "heads": args.heads, "layers": args.layers,
+                                         "card": 2048, "T": 480, "batch": args.batch, "text_tokens": args.text_tokens,
+                                         "dtype": args.dtype},
+        "machine": platform.machine(), "cpu_count": os.cpu_count(),
+        "ours": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in mine.items()},
+        "reference": None if ref is None else {k: (round(v, 4) if isinstance(v, float) else v) for k, v in ref.items()},
+        "speedup_tokens_per_s": None if ref is None else round(mine["tokens_per_s"] / ref["tokens_per_s"], 3),
+        "flop_formula": "magnet_jax/train/metrics.py: 3 x forward_flops(rows=B, heads=1) + text output_proj",
+    }
+    print(json.dumps(result, indent=1))
+    kind = "cpu" if mine["device"].lower().startswith("cpu") else mine["device"].lower().replace(" ", "_")
+    out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"train_{kind}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
