@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -118,17 +119,32 @@ def random_crop(codes: np.ndarray, frames: int, rng: np.random.Generator
     return out, mask
 
 
+# grain maps the first elements on several threads at once; building the record parser imports
+# tensorflow_datasets modules lazily, and concurrent first imports can deadlock on Python's import
+# lock. One lock per process serialises the (one-time) build.
+_CODEC_BUILD_LOCK = threading.Lock()
+
+
 class _ToTrainingExample(grain.transforms.RandomMap):
     """Parse one serialized record, crop it, augment its text (seeded by grain per element)."""
 
     def __init__(self, directory: str, cfg: LoaderConfig):
         self.directory, self.cfg = directory, cfg
         self._codec: records.RecordCodec | None = None
+        records.features_from_directory(Path(directory))  # do tfds's lazy imports on this thread now
+
+    def _record_codec(self) -> records.RecordCodec:
+        if self._codec is None:           # built lazily: worker processes each build their own
+            with _CODEC_BUILD_LOCK:
+                if self._codec is None:
+                    self._codec = records.RecordCodec(records.features_from_directory(Path(self.directory)))
+        return self._codec
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_codec": None}  # workers rebuild the parser
 
     def random_map(self, element: bytes, rng: np.random.Generator) -> dict:
-        if self._codec is None:           # built lazily: workers each build their own
-            self._codec = records.RecordCodec(records.features_from_directory(Path(self.directory)))
-        rec = self._codec.parse(element)
+        rec = self._record_codec().parse(element)
         codes, mask = random_crop(rec["codes"], self.cfg.frames, rng)
         text = augment_description(rec, random.Random(int(rng.integers(2 ** 63))),
                                    self.cfg.merge_text_p,
