@@ -137,14 +137,8 @@ def parse_overrides(items: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m data_pipelines.cli VERB ...``: the data verbs without the rest of the CLI."""
-    parser = argparse.ArgumentParser(prog="data_pipelines")
-    register(parser.add_subparsers(dest="verb", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except UserError as err:
-        print(f"{args.verb}: error: {err}", file=sys.stderr)
-        return 2
+    from magnet_jax.cli import run
+    return run([register], argv)
 
 
 def _process(args: argparse.Namespace) -> tuple[int, int]:

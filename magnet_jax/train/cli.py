@@ -18,7 +18,7 @@ import sys
 from magnet_jax.cli import UserError
 
 
-def _add_distributed(p: argparse.ArgumentParser) -> None:
+def add_distributed_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("multi-host (or MAGNET_JAX_COORDINATOR / _NUM_PROCESSES / _PROCESS_ID)")
     g.add_argument("--coordinator", help="HOST:PORT of process 0")
     g.add_argument("--num-processes", type=int)
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="configs/NAME.py[:variant]")
     p.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, tensorboard/, loss.png")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.steps=100 mesh.fsdp=4")
-    _add_distributed(p)
+    add_distributed_flags(p)
     p.set_defaults(func=run_train)
 
     a = subparsers.add_parser("ablate-span", help="train once per span length; table of validation CE per stage",
@@ -43,11 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("--workdir", required=True, help="one sub-folder per span length, plus the table")
     a.add_argument("--span-lens", default="1,2,3,5,10", help="comma-separated span lengths (frames)")
     a.add_argument("overrides", nargs="*", metavar="key=value")
-    _add_distributed(a)
+    add_distributed_flags(a)
     a.set_defaults(func=run_ablation)
 
 
-def _start_distributed(args: argparse.Namespace) -> None:
+def start_distributed(args: argparse.Namespace) -> None:
     from magnet_jax.train.distributed import DistributedArgs, initialize
     local = tuple(int(x) for x in args.local_devices.split(",")) if args.local_devices else None
     try:
@@ -67,7 +67,7 @@ def load_train_config(spec: str, overrides: list[str]) -> dict:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    _start_distributed(args)
+    start_distributed(args)
     config = load_train_config(args.config, args.overrides)
     from magnet_jax.train.checkpointing import CheckpointMismatch
     from magnet_jax.train.loop import NonFiniteError, train
@@ -88,7 +88,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_ablation(args: argparse.Namespace) -> int:
-    _start_distributed(args)
+    start_distributed(args)
     config = load_train_config(args.config, args.overrides)
     try:
         span_lens = [int(x) for x in args.span_lens.split(",") if x.strip()]
@@ -107,14 +107,8 @@ def run_ablation(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m magnet_jax.train.cli VERB ...`` (the verbs without the rest of the CLI)."""
-    parser = argparse.ArgumentParser(prog="magnet_jax.train")
-    register(parser.add_subparsers(dest="verb", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except UserError as err:
-        print(f"magnet-jax {args.verb}: error: {err}", file=sys.stderr)
-        return 2
+    from magnet_jax.cli import run
+    return run([register], argv)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help="configs/NAME.py[:variant] (e.g. configs/codec_tiny.py)")
     p.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, tensorboard/, PNGs")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.steps=100 data.dir=DIR")
-    from magnet_jax.train.cli import _add_distributed
-    _add_distributed(p)
+    from magnet_jax.train.cli import add_distributed_flags
+    add_distributed_flags(p)
     p.set_defaults(func=run_train_codec)
 
     e = subparsers.add_parser("eval-codec", help="held-out SI-SNR, mel distance, chroma, key/tempo per n_q",
@@ -51,8 +51,8 @@ def load_codec_train_config(spec: str, overrides: list[str]) -> dict:
 
 
 def run_train_codec(args: argparse.Namespace) -> int:
-    from magnet_jax.train.cli import _start_distributed
-    _start_distributed(args)
+    from magnet_jax.train.cli import start_distributed
+    start_distributed(args)
     config = load_codec_train_config(args.config, args.overrides)
     from magnet_jax.codec.training.loop import train_codec
     from magnet_jax.train.checkpointing import CheckpointMismatch
