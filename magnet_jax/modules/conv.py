@@ -150,7 +150,33 @@ def transposed_conv(x: jax.Array, weight: jax.Array, stride: int) -> jax.Array:
     return y[:, :(length - 1) * stride + width]
 
 
-class StreamableConv1d(nnx.Module):
+class _TorchConvWeights(nnx.Module):
+    """Weight (plain or weight-normed) and bias of a torch conv, in torch's layout and names.
+
+    ``weight_g``/``weight_v`` (weight norm: w = g * v / ||v||, norm over every axis but 0) or
+    ``weight``; for a Conv1d axis 0 is the output channel, for a ConvTranspose1d the input one.
+    """
+    norm: str
+
+    def _init_weights(self, shape: tuple[int, int, int], out_channels: int, bound: float,
+                      rngs: nnx.Rngs) -> None:
+        weight = _uniform(rngs, shape, bound)   # torch's default init: U(-1/sqrt(fan_in), ..)
+        names = ("channels", None, None)
+        if self.norm == "weight_norm":
+            self.weight_g = _param(_row_norm(weight), names)
+            self.weight_v = _param(weight, names)
+        else:
+            self.weight = _param(weight, names)
+        self.bias = _param(_uniform(rngs, (out_channels,), bound), ("channels",))
+
+    def torch_weight(self) -> jax.Array:
+        """The effective kernel in torch layout."""
+        if self.norm == "weight_norm":
+            return weight_norm_kernel(self.weight_g[...], self.weight_v[...])
+        return self.weight[...]
+
+
+class StreamableConv1d(_TorchConvWeights):
     """Conv1d with audiocraft's streamable padding and optional weight norm, on ``[B, T, C]``.
 
     Parameters keep torch names and layouts: ``weight_g [O, 1, 1]``, ``weight_v [O, I, K]``
@@ -163,22 +189,8 @@ class StreamableConv1d(nnx.Module):
         _check_options(norm, pad_mode)
         self.kernel_size, self.stride, self.dilation = kernel_size, stride, dilation
         self.causal, self.pad_mode, self.norm = causal, pad_mode, norm
-        bound = 1.0 / math.sqrt(in_channels * kernel_size)
-        weight = _uniform(rngs, (out_channels, in_channels, kernel_size), bound)
-        names = ("channels", None, None)
-        if norm == "weight_norm":
-            g = _row_norm(weight)
-            self.weight_g = _param(g, names)
-            self.weight_v = _param(weight, names)
-        else:
-            self.weight = _param(weight, names)
-        self.bias = _param(_uniform(rngs, (out_channels,), bound), ("channels",))
-
-    def torch_weight(self) -> jax.Array:
-        """The effective kernel in torch layout ``[O, I, K]``."""
-        if self.norm == "weight_norm":
-            return weight_norm_kernel(self.weight_g[...], self.weight_v[...])
-        return self.weight[...]
+        self._init_weights((out_channels, in_channels, kernel_size), out_channels,
+                           1.0 / math.sqrt(in_channels * kernel_size), rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         effective = (self.kernel_size - 1) * self.dilation + 1
@@ -201,7 +213,7 @@ class StreamableConv1d(nnx.Module):
         return y + self.bias[...].astype(x.dtype)
 
 
-class StreamableConvTranspose1d(nnx.Module):
+class StreamableConvTranspose1d(_TorchConvWeights):
     """ConvTranspose1d that trims audiocraft's fixed padding, with optional weight norm, on ``[B, T, C]``.
 
     Parameters in torch layout: ``weight_g [I, 1, 1]``, ``weight_v [I, O, K]`` (for a transposed
@@ -219,22 +231,8 @@ class StreamableConvTranspose1d(nnx.Module):
             raise ValueError(f"trim_right_ratio={trim_right_ratio} must be within [0, 1]")
         self.kernel_size, self.stride, self.causal = kernel_size, stride, causal
         self.norm, self.trim_right_ratio = norm, trim_right_ratio
-        bound = 1.0 / math.sqrt(out_channels * kernel_size)
-        weight = _uniform(rngs, (in_channels, out_channels, kernel_size), bound)
-        names = ("channels", None, None)
-        if norm == "weight_norm":
-            g = _row_norm(weight)
-            self.weight_g = _param(g, names)
-            self.weight_v = _param(weight, names)
-        else:
-            self.weight = _param(weight, names)
-        self.bias = _param(_uniform(rngs, (out_channels,), bound), ("channels",))
-
-    def torch_weight(self) -> jax.Array:
-        """The effective kernel in torch layout ``[I, O, K]``."""
-        if self.norm == "weight_norm":
-            return weight_norm_kernel(self.weight_g[...], self.weight_v[...])
-        return self.weight[...]
+        self._init_weights((in_channels, out_channels, kernel_size), out_channels,
+                           1.0 / math.sqrt(out_channels * kernel_size), rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = transposed_conv(x, self.torch_weight().astype(x.dtype), self.stride)
