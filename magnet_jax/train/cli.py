@@ -57,13 +57,18 @@ def start_distributed(args: argparse.Namespace) -> None:
         raise UserError(str(err)) from None
 
 
-def load_train_config(spec: str, overrides: list[str]) -> dict:
+def load_checked_config(spec: str, overrides: list[str], check) -> dict:
+    """Load a config file with overrides and validate it; any problem is one UserError line."""
     from magnet_jax.config_loader import load_config
-    from magnet_jax.train.config import check_config
     try:
-        return check_config(load_config(spec, overrides))
+        return check(load_config(spec, overrides))
     except (FileNotFoundError, KeyError, ValueError, TypeError, SyntaxError) as err:
         raise UserError(str(err).strip('"')) from None
+
+
+def load_train_config(spec: str, overrides: list[str]) -> dict:
+    from magnet_jax.train.config import check_config
+    return load_checked_config(spec, overrides, check_config)
 
 
 def run_train(args: argparse.Namespace) -> int:

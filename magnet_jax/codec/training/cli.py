@@ -43,11 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def load_codec_train_config(spec: str, overrides: list[str]) -> dict:
     from magnet_jax.codec.training.config import check_config
-    from magnet_jax.config_loader import load_config
-    try:
-        return check_config(load_config(spec, overrides))
-    except (FileNotFoundError, KeyError, ValueError, TypeError, SyntaxError) as err:
-        raise UserError(str(err).strip('"')) from None
+    from magnet_jax.train.cli import load_checked_config
+    return load_checked_config(spec, overrides, check_config)
 
 
 def run_train_codec(args: argparse.Namespace) -> int:
