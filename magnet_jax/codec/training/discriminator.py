@@ -53,10 +53,35 @@ class NormConv2d(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.kernel().transpose(2, 3, 1, 0).astype(x.dtype)           # HWIO
-        y = jax.lax.conv_general_dilated(
-            x, kernel, window_strides=self.stride, padding=[(p, p) for p in self.padding],
-            rhs_dilation=self.dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        if self.stride[0] == 1 and self.stride[1] > 1 and self.dilation[1] == 1:
+            y = _freq_strided_conv(x, kernel, self.stride[1], self.padding, self.dilation[0])
+        else:
+            y = jax.lax.conv_general_dilated(
+                x, kernel, window_strides=self.stride, padding=[(p, p) for p in self.padding],
+                rhs_dilation=self.dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"))
         return y + self.bias[...].astype(x.dtype)
+
+
+def _freq_strided_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: tuple[int, int],
+                       time_dilation: int) -> jax.Array:
+    """A conv with stride ``s`` over frequency written as ``s`` stride-1 convs on the polyphase
+    components (input columns ``p::s`` meet kernel taps ``p::s``), summed.
+
+    Why: the same numbers, but XLA's CPU backward of a strided conv (an input-dilated conv) runs
+    about 5x slower than the stride-1 convs here, and it dominated the codec train step.
+    """
+    pad_t, pad_f = padding
+    width, taps = x.shape[2] + 2 * pad_f, kernel.shape[1]
+    n_out = (width - taps) // stride + 1
+    right = pad_f + (-width) % stride
+    x = jnp.pad(x, [(0, 0), (0, 0), (pad_f, right), (0, 0)])
+    out = None
+    for p in range(min(stride, taps)):
+        y = jax.lax.conv_general_dilated(
+            x[:, :, p::stride], kernel[:, p::stride], window_strides=(1, 1), padding=[(pad_t, pad_t), (0, 0)],
+            rhs_dilation=(time_dilation, 1), dimension_numbers=("NHWC", "HWIO", "NHWC"))[:, :, :n_out]
+        out = y if out is None else out + y
+    return out
 
 
 class DiscriminatorSTFT(nnx.Module):
