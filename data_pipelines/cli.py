@@ -27,6 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, default=10.0, help="seconds per clip (MusicCaps: 10)")
     p.add_argument("--sample-rate", type=int, default=32000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--exclude-heldout", action="store_true",
+                   help="no clip gets an (instrument, pattern, mode) combination of the held-out "
+                        "evaluation prompts (magnet_jax.eval.prompts.HELDOUT_COMBOS)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=synth_corpus)
 
@@ -70,11 +73,16 @@ def synth_corpus(args: argparse.Namespace) -> int:
     if args.clips < 1 or args.duration <= 0 or args.sample_rate < 8000:
         raise UserError(f"need --clips >= 1, --duration > 0 and --sample-rate >= 8000; got "
                         f"{args.clips}, {args.duration}, {args.sample_rate}")
+    exclude: frozenset = frozenset()
+    if args.exclude_heldout:
+        from magnet_jax.eval.prompts import HELDOUT_COMBOS
+        exclude = frozenset(tuple(c) for c in HELDOUT_COMBOS)
     csv_path = write_corpus(args.out, args.clips, duration=args.duration,
                             sample_rate=args.sample_rate, seed=args.seed,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, exclude=exclude)
     print(json.dumps({"csv": str(csv_path), "audio": str(args.out / "audio"),
                       "labels": str(args.out / "labels.jsonl"), "clips": args.clips,
+                      "excluded_combos": sorted(exclude),
                       "hours": round(args.clips * args.duration / 3600, 6)}))
     return 0
 

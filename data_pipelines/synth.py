@@ -296,19 +296,39 @@ def labels_dict(attrs: ClipAttributes) -> dict:
 
 # ---------------------------------------------------------------- corpus
 
-def make_clip(seed: int, index: int, duration: float, sample_rate: int
+Combo = tuple[str, str, str]     # (instrument, pattern, mode)
+
+
+def combo(attrs: ClipAttributes) -> Combo:
+    return attrs.instrument, attrs.pattern, attrs.mode
+
+
+def make_clip(seed: int, index: int, duration: float, sample_rate: int, exclude: frozenset[Combo] = frozenset()
               ) -> tuple[ClipAttributes, np.ndarray, str, list[str]]:
-    """Everything about clip ``index``; depends only on (seed, index)."""
+    """Everything about clip ``index``; depends only on (seed, index, exclude).
+
+    Attributes whose (instrument, pattern, mode) is in ``exclude`` are drawn again from the same
+    stream, so a corpus without held-out combinations still has ``clips`` clips, deterministically.
+    """
     rng = np.random.default_rng([seed, index])
     attrs = sample_attributes(rng)
+    while combo(attrs) in exclude:
+        attrs = sample_attributes(rng)
     audio = render_clip(attrs, duration, sample_rate, rng)
     caption, aspects = describe(attrs, rng)
     return attrs, audio, caption, aspects
 
 
 def write_corpus(out: Path, clips: int, *, duration: float = 10.0, sample_rate: int = 32000,
-                 seed: int = 0, progress: bool = True) -> Path:
-    """Render ``clips`` clips into ``out`` in MusicCaps layout; returns the CSV path."""
+                 seed: int = 0, progress: bool = True, exclude: frozenset[Combo] = frozenset()) -> Path:
+    """Render ``clips`` clips into ``out`` in MusicCaps layout; returns the CSV path.
+
+    ``exclude``: (instrument, pattern, mode) combinations no clip may have (held out for evaluation).
+    """
+    bad = [c for c in exclude if len(c) != 3 or c[0] not in INSTRUMENTS or c[1] not in PATTERNS or c[2] not in MODES]
+    if bad:
+        raise ValueError(f"exclude: {bad} are not (instrument, pattern, mode) triples of {INSTRUMENTS}, "
+                         f"{PATTERNS}, {MODES}")
     if clips < 1:
         raise ValueError(f"--clips must be at least 1, got {clips}")
     if duration <= 0:
@@ -320,7 +340,7 @@ def write_corpus(out: Path, clips: int, *, duration: float = 10.0, sample_rate: 
         writer = csv.writer(fcsv)
         writer.writerow(CSV_COLUMNS)
         for i in tqdm(range(clips), desc="synth-corpus", unit="clip", disable=not progress):
-            attrs, audio, caption, aspects = make_clip(seed, i, duration, sample_rate)
+            attrs, audio, caption, aspects = make_clip(seed, i, duration, sample_rate, frozenset(exclude))
             ytid = f"synth{i:06d}"
             sf.write(out / "audio" / f"{ytid}.wav", audio, sample_rate, subtype="PCM_16")
             labels = labels_dict(attrs)

@@ -92,3 +92,21 @@ def test_corpus_is_musiccaps_with_captions_stating_the_labels(tmp_path):
     clip = manifest.clips[0]
     assert clip.bpm == labels[0]["bpm"] and clip.key == labels[0]["key"].lower()
     assert clip.instrument == labels[0]["instrument"] and clip.end_s == 1.5
+
+
+def test_excluded_combinations_never_appear_and_the_clip_count_is_kept():
+    from data_pipelines.synth import INSTRUMENTS, MODES, PATTERNS, combo, make_clip
+    # exclude every combination but one: each clip must be redrawn until it has that one
+    keep = ("organ", "melody", "minor")
+    exclude = frozenset((i, p, m) for i in INSTRUMENTS for p in PATTERNS for m in MODES) - {keep}
+    for index in range(3):
+        attrs, audio, caption, _ = make_clip(0, index, 0.5, 8000, exclude)
+        assert combo(attrs) == keep and "organ" in caption and audio.shape == (4000,)
+    unrestricted = [combo(make_clip(0, i, 0.5, 8000)[0]) for i in range(3)]
+    assert unrestricted != [keep] * 3     # the exclusion, not the seed, made them all equal
+
+
+def test_an_exclusion_that_is_not_a_combination_is_refused(tmp_path):
+    from data_pipelines.synth import write_corpus
+    with pytest.raises(ValueError, match="instrument, pattern, mode"):
+        write_corpus(tmp_path, 1, duration=0.5, sample_rate=8000, exclude=frozenset({("kazoo", "melody", "minor")}))
