@@ -59,8 +59,11 @@ KNOWN_MODELS: dict[str, str] = {
     "facebook/audio-magnet-small": "text to sound effects, 10 s, 300M",
     "facebook/audio-magnet-medium": "text to sound effects, 10 s, 1.5B",
 }
-# The model used when none is named; the project's own embedded model will set it (later issue).
-DEFAULT_MODEL: str | None = None
+# The model used when none is named: the small model trained on the synthetic corpus that ships
+# inside the package (magnet_jax/assets/default_model, see its MODEL_CARD.md), when present.
+DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "default_model"
+DEFAULT_MODEL: str | None = str(DEFAULT_MODEL_DIR) if (DEFAULT_MODEL_DIR / "magnet.json").is_file() else None
+MINILM = "minilm"               # magnet.json's text encoder name for all-MiniLM-L6-v2
 
 LM_FILE = "state_dict.bin"
 CODEC_FILE = "compression_state_dict.bin"
@@ -284,8 +287,12 @@ def _load_conditioner(folder: Path, meta: dict, dim: int,
         return None
     settings = TextSettings(**meta["text"])
     recorded = meta.get("text_encoder")
-    path = text_encoder or (recorded if recorded and Path(recorded).is_dir() else settings.encoder)
-    encoder = TextEncoder.t5(path, mesh=mesh)
+    if settings.encoder == MINILM:      # a model trained by this project (magnet_jax.export)
+        path = text_encoder or None
+        encoder = TextEncoder.minilm(path, max_length=meta.get("text_max_tokens"), mesh=mesh)
+    else:
+        path = text_encoder or (recorded if recorded and Path(recorded).is_dir() else settings.encoder)
+        encoder = TextEncoder.t5(path, mesh=mesh)
     conditioner = TextConditioner(encoder.width, dim, nnx.Rngs(0))
     proj = _restore(folder / "text")
     width = proj["weight"].shape[1]
@@ -397,6 +404,8 @@ class MAGNeT:
         conditioner = _load_conditioner(folder, meta, lm.cfg.dim, text_encoder, mesh)
         model = cls(lm, codec_model, conditioner, name=meta["source"], mesh=mesh)
         model.checkpoint_dir = folder
+        if meta.get("generation"):      # the defaults an exported model was evaluated with
+            model.set_generation_params(**meta["generation"])
         return model
 
     # -- properties (the reference's names) ---------------------------------------------------

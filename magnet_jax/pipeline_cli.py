@@ -60,10 +60,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--out", required=True, help="output folder (pass it to `generate --model`)")
     c.set_defaults(func=run_convert)
 
+    e = subparsers.add_parser("export", help="package a trained LM + codec (train / train-codec workdirs) as a model",
+                              description="Write the latest checkpoints of a `magnet-jax train` workdir and a "
+                                          "`magnet-jax train-codec` workdir as one model folder that "
+                                          "`generate --model` and `eval --model` load.")
+    e.add_argument("--lm-workdir", required=True, help="a `magnet-jax train` workdir")
+    e.add_argument("--codec-workdir", required=True, help="the `magnet-jax train-codec` workdir that tokenized its data")
+    e.add_argument("--out", required=True, help="output folder")
+    e.add_argument("--step", type=int, help="LM checkpoint step (default: the latest)")
+    e.add_argument("--codec-step", type=int, help="codec checkpoint step (default: the latest)")
+    e.add_argument("--no-ema", dest="use_ema", action="store_false", help="export the raw weights, not the EMA")
+    e.set_defaults(func=run_export)
+
 
 def _model_args(p: argparse.ArgumentParser, cache: bool = True) -> None:
     p.add_argument("--model", help="a released name (facebook/magnet-small-10secs, ...), a folder with "
-                                   "state_dict.bin + compression_state_dict.bin, or a converted folder")
+                                   "state_dict.bin + compression_state_dict.bin, or a converted / exported "
+                                   "folder (default for generate: the small model shipped with magnet-jax, "
+                                   "trained on the synthetic corpus)")
     p.add_argument("--text-encoder", metavar="DIR", help="local T5 folder, when xp.cfg's T5 cannot be fetched")
     p.add_argument("--codec", metavar="DIR", help="local EncodecModel folder, for a codec that redirects to the hub")
     if cache:
@@ -222,6 +236,20 @@ def run_convert(args: argparse.Namespace) -> int:
     meta = json.loads((out / "magnet.json").read_text())
     print(json.dumps({"out": str(out), "source": meta["source"], "lm": meta["lm"],
                       "codec_sample_rate": meta["codec"]["sample_rate"],
+                      "text_encoder": (meta["text"] or {}).get("encoder")}))
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from magnet_jax.cli import UserError
+    from magnet_jax.export import ExportError, export_trained, folder_size_mb
+    try:
+        out = export_trained(args.lm_workdir, args.codec_workdir, args.out, step=args.step,
+                             codec_step=args.codec_step, use_ema=args.use_ema)
+    except (ExportError, FileNotFoundError) as err:
+        raise UserError(str(err).replace("\n", " ")) from err
+    meta = json.loads((out / "magnet.json").read_text())
+    print(json.dumps({"out": str(out), "size_mb": round(folder_size_mb(out), 2), "trained": meta["trained"],
                       "text_encoder": (meta["text"] or {}).get("encoder")}))
     return 0
 

@@ -352,8 +352,12 @@ def load_audiocraft_codec(path: str | os.PathLike, *, hf_folder: str | os.PathLi
 
 
 def load_codec(path: str | os.PathLike, **kwargs: Any) -> tuple[EncodecConfig, Encodec]:
-    """Load either kind: a Hugging Face folder (has config.json) or an audiocraft export."""
+    """Load any kind: a train-codec workdir (config.json + checkpoints/), a Hugging Face folder
+    (has config.json) or an audiocraft export."""
     path = Path(path)
+    if path.is_dir() and (path / "checkpoints").is_dir() and (path / "config.json").is_file():
+        from magnet_jax.codec.training.evaluation_run import trained_codec
+        return trained_codec(path)
     if path.is_dir() and (path / "config.json").is_file() and not (path / "compression_state_dict.bin").is_file():
         return load_hf_encodec(path, kwargs.get("dtype", jnp.float32))
     return load_audiocraft_codec(path, **kwargs)

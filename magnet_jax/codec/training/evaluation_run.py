@@ -35,6 +35,18 @@ def restore_codec_params(workdir: str | Path, step: int | None = None) -> tuple[
     return config, jax.tree.map(host, params), step, trainer
 
 
+def trained_codec(workdir: str | Path, step: int | None = None):
+    """(EncodecConfig, Encodec) of a train-codec workdir's checkpoint: an ordinary codec that
+    tokenize, the pipeline and ``export`` use like a converted one."""
+    from flax import nnx
+
+    from magnet_jax.codec.encodec import Encodec
+    config, params, _, _ = restore_codec_params(workdir, step)
+    model = Encodec(config["codec"], rngs=nnx.Rngs(0))
+    nnx.update(model, nnx.State(jax.tree.map(np.asarray, params)))
+    return config["codec"], model
+
+
 def evaluate_workdir(workdir: str | Path, out: str | Path, *, step: int | None = None, data_dir: str | None = None,
                      clips: int | None = None, duration: float | None = None, music: bool = True) -> dict:
     """Evaluate and write ``eval.json`` + ``spectrograms.png`` into ``out``; returns the report."""

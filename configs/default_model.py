@@ -1,0 +1,37 @@
+"""The MAGNeT LM of the model that ships with magnet-jax (``magnet_jax/assets/default_model``).
+
+A small text-conditioned MAGNeT (dim 256, 4 layers, MiniLM text) on the tokens of the tiny codec
+(``configs/codec_tiny.py``: 16 kHz, 100 Hz frames, 4 codebooks of 256), trained on the synthetic
+corpus with the held-out attribute combinations removed (``magnet_jax.eval.prompts.HELDOUT_COMBOS``).
+It makes 5-second clips. The whole recipe, from nothing to the packaged folder, is
+``scripts/train_default_model.sh``; the LM step of it is
+
+    magnet-jax train --config configs/default_model.py --workdir runs/default_lm \\
+        data.dir=runs/default_tokens/magnet_tokens/1.0.0
+
+Sized for 2 CPU cores: about 4.5M parameters, batch 16 of 5 s (500 frames x 4 codebooks).
+The recipe is MAGNeT's (span masking with span_len 3, restricted context 5 for stages > 0, CFG
+dropout 0.3) with AdamW + cosine schedule instead of D-Adapt Adam (faster to converge over a
+thousand steps) and word dropout lowered to 0.1 (the captions are short and every word carries
+an attribute).
+"""
+from magnet_jax.lm.config import LMConfig
+from magnet_jax.train.config import DataConfig, FinetuneConfig, MeshConfig, TextConfig, TrainConfig
+from magnet_jax.train.optim import OptimConfig
+
+
+def get_config(variant: str = ""):
+    if variant:
+        raise ValueError(f"configs/default_model.py has no variants (got {variant!r}); use key=value overrides")
+    return {
+        "lm": LMConfig(dim=256, num_heads=4, num_layers=4, ffn_dim=1024, n_q=4, card=256,
+                       subcodes_context=5, span_len=3, frame_rate=100, segment_duration=5.0),
+        "train": TrainConfig(steps=1200, batch_size=16, log_every=25, eval_every=400, eval_batches=4,
+                             jit_init=False, checkpoint_every=200, keep_checkpoints=2),
+        "optim": OptimConfig(optimizer="adamw", lr=1e-3, beta1=0.9, beta2=0.95, weight_decay=0.1,
+                             schedule="cosine", warmup=100, max_norm=1.0, ema_decay=0.99, ema_every=1),
+        "mesh": MeshConfig(data=-1, fsdp=1, tensor=1),
+        "data": DataConfig(dir="runs/default_tokens/magnet_tokens/1.0.0"),
+        "text": TextConfig(encoder="minilm", max_tokens=48, word_dropout=0.1, cfg_dropout=0.3),
+        "finetune": FinetuneConfig(),
+    }

@@ -1,0 +1,118 @@
+"""Package a model trained with this project into a folder ``MAGNeT.from_pretrained`` loads.
+
+``magnet-jax train`` and ``magnet-jax train-codec`` leave workdirs of orbax train states (params,
+optimizer, EMA, data position). ``export_trained`` takes the latest (or a chosen) checkpoint of
+each and writes the same converted layout a released checkpoint is converted into
+(``pipeline.convert``): ``lm/`` (config + params), ``codec/``, ``text/`` (the text projection,
+torch layout) and ``magnet.json`` (configs, text settings, provenance). The text encoder itself
+is not copied: it is named (``minilm`` or a T5 hub name / folder) and loaded from its own
+package at load time, as for the released models.
+
+    magnet-jax export --lm-workdir runs/lm --codec-workdir runs/codec --out my-model/
+    magnet-jax generate --model my-model/ --prompt "an organ arpeggio in D minor" --out out/
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from magnet_jax.lm.config import LMConfig
+
+
+class ExportError(ValueError):
+    """A workdir that cannot be exported (no checkpoint, not a train workdir, mismatched pair)."""
+
+
+def _read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise ExportError(f"{path.parent} has no {path.name}: it is not a {what} workdir")
+    return json.loads(path.read_text())
+
+
+def restore_lm_params(workdir: str | Path, step: int | None = None, use_ema: bool = True
+                      ) -> tuple[dict, dict, int]:
+    """(run config as JSON, params ``{"lm": ..., "text": ...}`` on the host, step) of a train workdir.
+
+    The EMA weights when the run kept them and ``use_ema`` (audiocraft evaluates and exports
+    the EMA); the raw parameters otherwise.
+    """
+    import orbax.checkpoint as ocp
+
+    workdir = Path(workdir).absolute()
+    config = _read_json(workdir / "config.json", "`magnet-jax train`")
+    if "lm" not in config:
+        raise ExportError(f"{workdir}/config.json has no 'lm' section: not a `magnet-jax train` workdir")
+    steps = sorted(int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit())
+    if not steps:
+        raise ExportError(f"{workdir} has no checkpoint yet (train writes one every train.checkpoint_every steps)")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise ExportError(f"{workdir} has no checkpoint {step}; it has {steps}")
+    with ocp.StandardCheckpointer() as ckpt:
+        state = ckpt.restore(workdir / "checkpoints" / str(step) / "state")
+    params = state["ema"] if use_ema and "ema" in state else state["params"]
+    return config, jax.tree.map(np.asarray, params), step
+
+
+def text_meta(config: dict) -> dict | None:
+    """The text settings recorded in ``magnet.json`` (the pipeline's ``TextSettings`` fields)."""
+    text = config.get("text", {})
+    if text.get("encoder", "none") == "none":
+        return None
+    encoder = "minilm" if text["encoder"] == "minilm" else text["path"]
+    return {"attribute": "description", "encoder": encoder,
+            "word_dropout": text["word_dropout"], "cfg_dropout": text["cfg_dropout"],
+            "attribute_dropout": text.get("attribute_dropout", 0.0)}
+
+
+def export_trained(lm_workdir: str | Path, codec_workdir: str | Path, out: str | Path, *,
+                   step: int | None = None, codec_step: int | None = None, use_ema: bool = True,
+                   generation: dict[str, Any] | None = None, extra_meta: dict[str, Any] | None = None) -> Path:
+    """Write the converted folder of a trained LM + codec pair; returns its path.
+
+    ``generation``: default sampler parameters stored with the model (``SamplerConfig`` fields,
+    applied by ``MAGNeT.load_converted``); when not given, audiocraft's defaults with MAGNeT's
+    step schedule (20 steps for the first codebook, 10 for the others) sized to the LM's codebooks.
+
+    Checks that the pair belongs together (codebooks, card, frame rate) before writing, so a
+    mismatched export is one clear error, not a model that decodes noise.
+    """
+    from magnet_jax.codec.training.evaluation_run import trained_codec
+    from magnet_jax.lm.checkpoint import save_lm
+    from magnet_jax.lm.convert import build_lm
+    from magnet_jax.pipeline import FORMAT, PipelineError, _check_compatible, _write_converted
+
+    config, params, step = restore_lm_params(lm_workdir, step, use_ema)
+    lm_cfg = LMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["lm"].items()})
+    codec_cfg, codec = trained_codec(codec_workdir, codec_step)
+    try:
+        _check_compatible(lm_cfg, codec_cfg)
+    except PipelineError as err:
+        raise ExportError(f"{lm_workdir} and {codec_workdir} do not make one model: {err}") from err
+    if lm_cfg.frame_rate != int(codec_cfg.frame_rate):
+        raise ExportError(f"the LM was trained at {lm_cfg.frame_rate} Hz frames, the codec makes "
+                          f"{codec_cfg.frame_rate} Hz: tokenize with this codec and train again")
+    lm = build_lm(lm_cfg.replace(compute_dtype="float32"), params["lm"])
+    text = text_meta(config)
+    text_params = None
+    if text is not None:
+        if "text" not in params:
+            raise ExportError(f"{lm_workdir} is text-conditioned but its checkpoint has no text projection")
+        proj = params["text"]["output_proj"]
+        text_params = {"weight": np.asarray(proj["kernel"]).T, "bias": np.asarray(proj["bias"])}
+    meta = {"format": FORMAT, "source": f"magnet-jax export of {Path(lm_workdir).absolute()} (step {step})",
+            "files": [str(Path(lm_workdir).absolute()), str(Path(codec_workdir).absolute())],
+            "lm": dataclasses.asdict(lm.cfg), "codec": dataclasses.asdict(codec_cfg), "text": text,
+            "text_encoder": None, "text_max_tokens": config.get("text", {}).get("max_tokens"),
+            "xp_cfg": None, "trained": {"lm_step": step, "ema": bool(use_ema)},
+            "generation": generation or {"decoding_steps": [20] + [10] * (lm_cfg.n_q - 1)}, **(extra_meta or {})}
+    return _write_converted(Path(out), meta, lm, codec, text_params, save_lm)
+
+
+def folder_size_mb(folder: str | Path) -> float:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 2 ** 20
