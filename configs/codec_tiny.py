@@ -2,13 +2,25 @@
 n_filters 8, 64-dim latent, 4 codebooks of 256, a 3-scale STFT discriminator with 8 filters.
 Sized to train on 2 CPU cores in well under an hour:
 
-    magnet-jax synth-corpus --out data/synth16k --clips 240 --sample-rate 16000
+    magnet-jax synth-corpus --out data/synth16k --clips 1200 --sample-rate 16000
     magnet-jax train-codec --config configs/codec_tiny.py --workdir runs/codec_tiny data.dir=data/synth16k
     magnet-jax eval-codec --workdir runs/codec_tiny --out runs/codec_tiny/eval
 
-Losses and their weights are audiocraft's compression recipe (balancer over adv 4, feat 4,
-l1 0.1, msspec 2; commitment 1 outside it) with the mel scales cut to 2**5 .. 2**9 for short
-crops; Adam lr 3e-4, betas (0.5, 0.9), for both networks, as audiocraft's encodec configs.
+Losses: the balancer over waveform L1 and the multi-scale mel loss with equal shares (l1 1,
+msspec 1; mel scales 2**5 .. 2**9 for short crops), commitment 1 outside it; Adam lr 3e-4,
+betas (0.5, 0.9), as audiocraft's encodec configs. Two deliberate departures from audiocraft's
+recipe (adv 4, feat 4, l1 0.1, msspec 2), both measured on this corpus:
+
+- the adversarial and feature-matching losses are off (the discriminator section stays, so
+  ``losses.adv=4 losses.feat=4`` turns them back on): on 2 CPU cores the MS-STFT discriminator
+  makes a step about 5x slower (0.95 s against 0.2 s), which a one-hour budget cannot pay;
+- L1 gets an equal share with the mel loss: with audiocraft's 0.1 / 2 and no discriminator the
+  tiny codec's output kept the input's rhythm but not its pitch after 600 steps (held-out chroma
+  cosine 0.43), while 1 / 1 reached 0.89 after 1000 steps.
+
+The full run (2000 steps, batch 8 x 1 s, 1200-clip corpus) takes about 10 minutes on 2 quiet
+cores (0.2 s/step); its held-out chroma cosine with 4 codebooks is 0.94 (measurements in the
+closing note of the codec training issue and in ``runs/codec_tiny/eval`` when you rerun it).
 """
 from magnet_jax.codec import codec_config
 from magnet_jax.codec.training.config import (CodecDataConfig, CodecEvalConfig, DiscriminatorConfig,
@@ -26,13 +38,13 @@ def get_config(variant: str = ""):
                        schedule="constant", warmup=0, max_norm=0.0, ema_decay=0.0)
     return {
         "codec": codec,
-        "train": TrainConfig(steps=1500, batch_size=8, log_every=25, eval_every=500, checkpoint_every=250,
+        "train": TrainConfig(steps=2000, batch_size=8, log_every=50, eval_every=1000, checkpoint_every=500,
                              keep_checkpoints=2),
         "optim": adam,
         "disc_optim": adam,
         "mesh": MeshConfig(),
         "data": CodecDataConfig(dir="data/synth16k", segment_duration=1.0, valid_percent=10.0),
-        "losses": LossConfig(msspec_range_start=5, msspec_range_end=10),
+        "losses": LossConfig(l1=1.0, msspec=1.0, adv=0.0, feat=0.0, msspec_range_start=5, msspec_range_end=10),
         "disc": DiscriminatorConfig(filters=8, n_ffts=(512, 256, 128), hop_lengths=(128, 64, 32),
                                     win_lengths=(512, 256, 128)),
         "quantizer": QuantizerTrainConfig(kmeans_iters=20, kmeans_batches=4, threshold_ema_dead_code=0.5),
