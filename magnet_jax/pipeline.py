@@ -102,9 +102,10 @@ def known_models_text() -> str:
 
 def no_model_message() -> str:
     """What to pass when no model is named and no default model ships yet."""
-    return ("no model given and no default model ships with magnet-jax yet: pass a released "
+    return (f"no model given and the default model is missing from {DEFAULT_MODEL_DIR} (reinstall "
+            "magnet-jax, or rebuild it with scripts/train_default_model.sh): pass a released "
             f"checkpoint name ({known_models_text()}), a folder holding {LM_FILE} and {CODEC_FILE}, "
-            "or a folder written by `magnet-jax convert`")
+            "or a folder written by `magnet-jax convert` / `magnet-jax export`")
 
 
 def locate(name_or_path: str | os.PathLike) -> CheckpointFiles | Path:

@@ -167,7 +167,9 @@ def test_bad_api_inputs_are_clear_errors(ours):
 def test_missing_names_and_files_are_clear_errors(tmp_path, monkeypatch):
     import shutil
     from magnet_jax.pipeline import ModelNotFoundError, cache_folder, locate
-    with pytest.raises(ModelNotFoundError, match="no model given and no default model"):
+    from magnet_jax import pipeline
+    monkeypatch.setattr(pipeline, "DEFAULT_MODEL", None)          # as if the shipped folder were gone
+    with pytest.raises(ModelNotFoundError, match="no model given and the default model is missing"):
         MAGNeT.from_pretrained(None)
     with pytest.raises(ModelNotFoundError, match="unknown model 'facebook/magnet-large'.*magnet-small-10secs"):
         MAGNeT.from_pretrained("facebook/magnet-large")

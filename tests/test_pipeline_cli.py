@@ -124,6 +124,8 @@ def test_bad_command_lines_are_one_line_errors(folder, tmp_path, capsys, monkeyp
     out = ["--out", str(tmp_path / "out")]
     model = ["--model", str(folder), "--cache-dir", str(conversion_cache()), "--text-encoder", str(t5_folder("t5"))]
     _converted(folder)
+    from magnet_jax import pipeline
+    monkeypatch.setattr(pipeline, "DEFAULT_MODEL", None)          # as if the shipped folder were gone
     assert "no --model given" in _error(["generate", "--prompt", "x", *out], capsys)
     assert "no --model given" in _error(["convert", *out], capsys)
     assert "unknown model 'facebook/magnet-large'" in _error(
