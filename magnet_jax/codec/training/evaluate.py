@@ -24,37 +24,8 @@ import numpy as np
 
 from magnet_jax.codec.training import losses as L
 from magnet_jax.codec.training.config import LossConfig
-
-PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
-# Krumhansl-Kessler probe-tone profiles (Krumhansl 1990), C major / C minor
-MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
-TEMPO_TOLERANCE = 0.04
-
-
-def chroma_cosine(x: np.ndarray, y: np.ndarray, sample_rate: int) -> float:
-    """Mean frame-wise cosine of STFT chroma of mono ``x`` and ``y`` over frames where ``x`` has energy."""
-    import librosa
-    cx = librosa.feature.chroma_stft(y=x, sr=sample_rate, norm=None)
-    cy = librosa.feature.chroma_stft(y=y, sr=sample_rate, norm=None)
-    nx, ny = np.linalg.norm(cx, axis=0), np.linalg.norm(cy, axis=0)
-    keep = nx > 1e-3 * max(float(nx.max()), 1e-12)
-    cos = np.sum(cx * cy, axis=0)[keep] / np.maximum(nx[keep] * ny[keep], 1e-12)
-    return float(np.mean(cos)) if cos.size else float("nan")
-
-
-def estimate_key(y: np.ndarray, sample_rate: int) -> str:
-    """'D minor'-style key: the best-correlated rotated Krumhansl-Kessler profile on CQT chroma."""
-    import librosa
-    chroma = librosa.feature.chroma_cqt(y=y, sr=sample_rate, bins_per_octave=36).mean(axis=1)
-    scored = [(np.corrcoef(chroma, np.roll(prof, t))[0, 1], f"{PITCH_CLASSES[t]} {mode}")
-              for mode, prof in (("major", MAJOR), ("minor", MINOR)) for t in range(12)]
-    return max(scored)[1]
-
-
-def estimate_tempo(y: np.ndarray, sample_rate: int) -> float:
-    import librosa
-    return float(np.atleast_1d(librosa.feature.tempo(y=y, sr=sample_rate, start_bpm=110))[0])
+# one copy of the music analysers, shared with `magnet-jax eval`
+from magnet_jax.eval.analysers import TEMPO_TOLERANCE, chroma_cosine, estimate_key, estimate_tempo
 
 
 def batched(fn: Callable, audio: np.ndarray, batch_size: int) -> np.ndarray:
