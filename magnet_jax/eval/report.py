@@ -1,0 +1,207 @@
+"""Scoring analyses against prompts (generated, chance, ceiling) and writing the report files.
+
+Three accuracies per attribute, side by side:
+
+- ``generated``: the analysers on the model's audio vs the prompt that produced it;
+- ``chance``: the same generations vs the attributes of *other* prompts (a seeded derangement:
+  no prompt keeps its own), i.e. what a model that ignores the text would score on this prompt
+  set's attribute distribution;
+- ``ceiling``: the analysers on real synthetic clips rendered from the prompts' attributes vs
+  those prompts, i.e. what a perfect model can score given the analysers' own errors.
+
+The tempo is scored by ``analysers.tempo_matches``: within 4 % of the prompt's BPM (``tempo``),
+and, in a separate row, also forgiving double or half tempo (``tempo ×2/½``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from magnet_jax.eval import analysers as A
+
+# attribute row -> (label, prompt keys it needs, correct(prompt attributes, analysis))
+RULES: dict[str, tuple[str, tuple[str, ...], Callable[[Mapping, A.Analysis], bool]]] = {
+    "instrument": ("instrument", ("instrument",), lambda p, a: a.instrument == p["instrument"]),
+    "key": ("key (tonic + mode)", ("tonic", "mode"), lambda p, a: (a.tonic, a.mode) == (p["tonic"], p["mode"])),
+    "mode": ("mode", ("mode",), lambda p, a: a.mode == p["mode"]),
+    "tempo": ("tempo (±4 %)", ("bpm",), lambda p, a: A.tempo_matches(a.bpm, p["bpm"])),
+    "tempo_octave": ("tempo (±4 %, ×2/½ ok)", ("bpm",), lambda p, a: A.tempo_matches(a.bpm, p["bpm"], octave=True)),
+    "pattern": ("pattern", ("pattern",), lambda p, a: a.pattern == p["pattern"]),
+    "drums": ("drums", ("drums",), lambda p, a: a.drums == p["drums"]),
+}
+MUSIC_MEASURES = ("pitch_salience", "spectral_flatness")
+
+
+def correct(attributes: Mapping[str, Any], analysis: A.Analysis) -> dict[str, bool | None]:
+    """Per attribute row: did the analysis match the prompt? None where the prompt does not say."""
+    return {name: (bool(rule(attributes, analysis)) if all(k in attributes for k in keys) else None)
+            for name, (_, keys, rule) in RULES.items()}
+
+
+def accuracy(attributes: Sequence[Mapping[str, Any]], analyses: Sequence[A.Analysis]) -> dict[str, dict]:
+    """Per attribute row: the fraction correct over the prompts that state it, and their count."""
+    marks = [correct(p, a) for p, a in zip(attributes, analyses)]
+    out = {}
+    for name in RULES:
+        scored = [m[name] for m in marks if m[name] is not None]
+        out[name] = {"accuracy": float(np.mean(scored)) if scored else None, "n": len(scored)}
+    return out
+
+
+def derangement(n: int, seed: int) -> list[int]:
+    """A seeded permutation of range(n) with no fixed point (n >= 2), by rejection: uniform over
+    derangements, about e tries on average."""
+    if n < 2:
+        raise ValueError(f"a derangement needs at least 2 prompts, got {n}")
+    rng = np.random.default_rng(seed)
+    while True:
+        perm = rng.permutation(n)
+        if not np.any(perm == np.arange(n)):
+            return [int(i) for i in perm]
+
+
+def accuracy_table(attributes: Sequence[Mapping[str, Any]], generated: Sequence[A.Analysis],
+                   real: Sequence[A.Analysis], perm: Sequence[int] | None) -> dict[str, dict]:
+    """Per attribute row: generated, chance and ceiling accuracy, and how many prompts state it."""
+    gen, ceil = accuracy(attributes, generated), accuracy(attributes, real)
+    chance = accuracy([attributes[j] for j in perm], generated) if perm is not None else None
+    return {name: {"label": RULES[name][0], "generated": gen[name]["accuracy"],
+                   "chance": chance[name]["accuracy"] if chance else None,
+                   "ceiling": ceil[name]["accuracy"], "n": gen[name]["n"]}
+            for name in RULES}
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    v = np.asarray(values, dtype=np.float64)
+    return {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max())}
+
+
+def music_likeness(generated: Sequence[A.Analysis], real: Sequence[A.Analysis]) -> dict[str, dict]:
+    """Per measure: generated and real spreads, and the share of generations inside the real range."""
+    out = {}
+    for name in MUSIC_MEASURES:
+        g, r = [getattr(a, name) for a in generated], [getattr(a, name) for a in real]
+        lo, hi = min(r), max(r)
+        out[name] = {"generated": spread(g), "real": spread(r),
+                     "generated_within_real_range": float(np.mean([lo <= x <= hi for x in g]))}
+    return out
+
+
+# ---------------------------------------------------------------- files
+
+def _fmt(x: float | None, pct: bool = True) -> str:
+    if x is None:
+        return "–"
+    return f"{100 * x:.1f} %" if pct else f"{x:.4g}"
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    """report.md: the accuracy table first, then music-likeness, Fréchet distances, chroma cosine."""
+    lines = [f"# Prompt adherence: {report['model']}", "",
+             f"{report['num_prompts']} prompts from `{report['prompts_file']}`, seed {report['seed']}, "
+             f"{report['duration_s']:.2f} s at {report['sample_rate']} Hz.", ""]
+    lines += _accuracy_lines(report) + _music_lines(report) + _frechet_lines(report)
+    lines += [f"Chroma cosine, each generation vs its real counterpart (a weak measure: any audio in the "
+              f"same pitch classes scores high): mean {_fmt(report['chroma_cosine']['mean'], False)}.", ""]
+    return "\n".join(lines)
+
+
+def _accuracy_lines(report: Mapping[str, Any]) -> list[str]:
+    lines = ["| attribute | generated | chance | ceiling | prompts |", "|---|---|---|---|---|"]
+    for row in report["accuracy"].values():
+        lines.append(f"| {row['label']} | {_fmt(row['generated'])} | {_fmt(row['chance'])} | "
+                     f"{_fmt(row['ceiling'])} | {row['n']} |")
+    return lines + ["", "Chance: the generations scored against a seeded derangement of the prompts. "
+                    "Ceiling: the same analysers on real synthetic clips rendered from the prompts' attributes.", ""]
+
+
+def _music_lines(report: Mapping[str, Any]) -> list[str]:
+    lines = ["## Music-likeness", "",
+             "| measure | generated mean | real mean | real range | generated in real range |", "|---|---|---|---|---|"]
+    for name, m in report["music_likeness"].items():
+        lines.append(f"| {name} | {_fmt(m['generated']['mean'], False)} | {_fmt(m['real']['mean'], False)} | "
+                     f"{_fmt(m['real']['min'], False)} – {_fmt(m['real']['max'], False)} | "
+                     f"{_fmt(m['generated_within_real_range'])} |")
+    return lines + [""]
+
+
+def _frechet_lines(report: Mapping[str, Any]) -> list[str]:
+    lines = ["## Fréchet distance (generated vs real)", "",
+             "| embedding | distance | embeddings (gen / real) | dim |", "|---|---|---|---|"]
+    for name, f in report["frechet"].items():
+        distance = _fmt(f["distance"], False) if f["distance"] is not None else f"– ({f.get('error', '')})"
+        lines.append(f"| {name} | {distance} | {f['generated_embeddings']} / {f['real_embeddings']} | "
+                     f"{f['dimension']} |")
+    return lines + ["", f"Not implemented yet: {', '.join(report['not_implemented_embeddings'])} embeddings "
+                    "(plug one in with `--embedding module:function`).", ""]
+
+
+def plot_accuracy(report: Mapping[str, Any], path: Path) -> Path:
+    """Grouped bars per attribute: generated, chance, ceiling."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = list(report["accuracy"].values())
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for i, (key, color) in enumerate((("generated", "tab:blue"), ("chance", "tab:gray"), ("ceiling", "tab:green"))):
+        values = [np.nan if r[key] is None else 100 * r[key] for r in rows]
+        bars = ax.bar(x + (i - 1) * 0.27, values, 0.27, label=key, color=color)
+        ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.0f}" for v in values], fontsize=6, padding=1)
+    ax.set_xticks(x, [r["label"] for r in rows], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 110)
+    ax.legend(fontsize=8)
+    ax.set_title(f"prompt adherence: {report['model']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_music_likeness(values: Mapping[str, Mapping[str, Sequence[float]]], path: Path) -> Path:
+    """Box plus strip plot per measure, generated vs real. ``values[measure][group]`` are per clip."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(values), figsize=(4.5 * len(values), 3.6))
+    rng = np.random.default_rng(0)                       # jitter only
+    for ax, (name, groups) in zip(np.atleast_1d(axes), values.items()):
+        labels = list(groups)
+        ax.boxplot([groups[g] for g in labels], showfliers=False)
+        ax.set_xticks(range(1, len(labels) + 1), labels)
+        for i, g in enumerate(labels, 1):
+            ax.scatter(i + rng.uniform(-0.12, 0.12, len(groups[g])), groups[g], s=10, alpha=0.6)
+        ax.set_title(name, fontsize=10)
+        if name == "spectral_flatness":           # spans orders of magnitude (1e-7 .. 0.5)
+            ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _finite(x: Any) -> Any:
+    """NaN / infinity -> None, so report.json is strict JSON (a silent clip has no chroma)."""
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    if isinstance(x, Mapping):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def write(report: Mapping[str, Any], out: Path, per_clip: Mapping[str, Mapping[str, Sequence[float]]]) -> dict:
+    """report.json, report.md, accuracy.png and music_likeness.png into ``out``; returns the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"json": out / "report.json", "markdown": out / "report.md",
+             "accuracy_plot": out / "accuracy.png", "music_likeness_plot": out / "music_likeness.png"}
+    files["json"].write_text(json.dumps(_finite(report), indent=1, allow_nan=False) + "\n")
+    files["markdown"].write_text(markdown(report))
+    plot_accuracy(report, files["accuracy_plot"])
+    plot_music_likeness(per_clip, files["music_likeness_plot"])
+    return {k: str(v) for k, v in files.items()}
