@@ -35,8 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--embedding", action="append", default=[], metavar="MODULE:FUNCTION",
                    help="an extra embedding for the Fréchet distance: a callable returning an Embedder "
                         "(name, sample_rate, __call__(audio [N, samples]) -> [M, D]); repeatable. The codec's "
-                        f"latents are always used. Built-in {'/'.join(n.upper() for n in NOT_IMPLEMENTED)} "
-                        "loaders are not implemented yet.")
+                        "latents are always used. Built-in VGGish / CLAP / PaSST loaders (from local "
+                        f"weights) are not implemented yet ({', '.join(NOT_IMPLEMENTED)} are refused).")
     e.add_argument("--decoding-steps", type=_int_list, metavar="N,N,N,N", help="sampler steps per codebook")
     e.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="LM compute dtype")
     e.set_defaults(func=run_eval)
