@@ -16,9 +16,10 @@ VERB_MODULES: tuple[str, ...] = (
     "magnet_jax.lm.cli",        # sample, convert-lm
     "data_pipelines.cli",       # synth-corpus, tokenize
     "magnet_jax.codec.cli",     # codec-encode, codec-decode
-    "magnet_jax.pipeline_cli",  # generate, convert
+    "magnet_jax.pipeline_cli",  # generate, convert, export
     "magnet_jax.train.cli",     # train, ablate-span
     "magnet_jax.codec.training.cli",  # train-codec, eval-codec
+    "magnet_jax.eval.cli",      # eval
 )
 
 
