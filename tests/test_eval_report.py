@@ -49,7 +49,8 @@ def test_accuracy_chance_and_ceiling_by_hand():
     assert table["instrument"]["generated"] == pytest.approx(1 / 3) and table["instrument"]["n"] == 3
     assert table["tempo"]["generated"] == pytest.approx(1 / 2) and table["tempo"]["n"] == 2   # 200 vs 100: no
     assert table["tempo_octave"]["generated"] == 1.0                                        # ... but double: yes
-    assert table["key"] == {"label": "key (tonic + mode)", "generated": 1.0, "chance": 1.0, "ceiling": 1.0, "n": 1}
+    assert table["key"] == {"label": "key (tonic + mode)", "generated": 1.0, "chance": 1.0, "ceiling": 1.0,
+                            "ceiling_through_codec": None, "n": 1}
     # chance: gen[0] vs prompt 2 (organ, C major: yes), gen[1] vs prompt 0 (organ: yes), gen[2] vs prompt 1 (sine: yes)
     assert table["instrument"]["chance"] == 1.0 and table["instrument"]["ceiling"] == 1.0
     assert table["pattern"]["generated"] is None and table["pattern"]["n"] == 0
@@ -121,7 +122,8 @@ def test_eval_writes_the_report_and_its_numbers_check_out(tiny_model, tmp_path, 
     for png in ("accuracy.png", "music_likeness.png"):
         assert (out / png).read_bytes().startswith(b"\x89PNG")
     md = (out / "report.md").read_text()
-    assert "| attribute | generated | chance | ceiling | prompts |" in md and "| pattern |" in md
+    assert "| attribute | generated | chance | ceiling | ceiling through the codec | prompts |" in md
+    assert "| pattern |" in md
     assert "vggish, clap, passt" in md
     n = report["num_prompts"]
     assert n == 3 and report["sample_rate"] == 16000 and report["seed"] == SEED
@@ -144,9 +146,13 @@ def test_eval_writes_the_report_and_its_numbers_check_out(tiny_model, tmp_path, 
     gen = [A.Analysis(**{k: v for k, v in p["generated"].items() if k != "key"}) for p in report["prompts"]]
     perm = report["derangement"]
     assert sorted(perm) == [0, 1, 2] and all(j != i for i, j in enumerate(perm))
+    # the codec ceiling: the same clips through the model's own codec (4 codebooks), then the analysers
+    coded = tiny_model.decode(tiny_model.codec.encode(np.stack(real)[:, None].astype(np.float32), n_q=4))
+    through = A.analyse_batch(list(np.asarray(coded)[:, 0, :samples]), 16000)
     for name, row in report["accuracy"].items():
         rule = R.RULES[name][2]
         assert row["ceiling"] == pytest.approx(np.mean([rule(a, d) for a, d in zip(attrs, direct)]))
+        assert row["ceiling_through_codec"] == pytest.approx(np.mean([rule(a, d) for a, d in zip(attrs, through)]))
         assert row["generated"] == pytest.approx(np.mean([rule(a, g) for a, g in zip(attrs, gen)]))
         assert row["chance"] == pytest.approx(np.mean([rule(attrs[j], g) for j, g in zip(perm, gen)]))
         assert row["n"] == 3
