@@ -485,20 +485,23 @@ def _mean(xs: list) -> float | None:
 
 def _check_or_write_config(workdir: Path, config: dict) -> None:
     """A workdir belongs to one model: resuming with another lm / optim config is refused."""
+    check_or_write_run_config(workdir, to_json(config), ("lm", "optim"))
+
+
+def check_or_write_run_config(workdir: Path, now: dict, sections: tuple[str, ...]) -> None:
+    """Refuse to resume ``workdir`` when one of ``sections`` of its config.json differs from ``now``
+    (the config as JSON), naming the fields; otherwise (re)write config.json. Shared by ``train``
+    and ``train-codec``: a workdir holds one model."""
     path = workdir / "config.json"
-    now = to_json(config)
+    now = json.loads(json.dumps(now))
     if path.exists():
         before = json.loads(path.read_text())
-        for section in ("lm", "optim"):
+        for section in sections:
             old, new = before.get(section, {}), now[section]
-            diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != _jsonable(v)}
+            diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
             if diff:
                 raise ValueError(f"{workdir} holds a run with a different {section} config "
                                  f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in diff.items())}); "
                                  f"use a new --workdir or the original settings")
     if jax.process_index() == 0:
         path.write_text(json.dumps(now, indent=1))
-
-
-def _jsonable(v):
-    return json.loads(json.dumps(v))

@@ -30,7 +30,7 @@ from magnet_jax.codec.training.config import check_config, to_json
 from magnet_jax.codec.training.evaluate import evaluate, spectrogram_png
 from magnet_jax.codec.training.step import CodecTrainer, build_trainer
 from magnet_jax.train.checkpointing import Checkpoints, PreemptionGuard
-from magnet_jax.train.loop import NonFiniteError, host, make_run_mesh
+from magnet_jax.train.loop import NonFiniteError, check_or_write_run_config, host, make_run_mesh
 from magnet_jax.train.metrics import MetricsWriter, read_jsonl
 
 
@@ -238,16 +238,5 @@ def plot_codec_losses(jsonl: str | Path, out: str | Path) -> Path:
 
 def _check_or_write_config(workdir: Path, config: dict) -> None:
     """A workdir holds one codec: resuming with another codec / losses / quantizer / optim config is refused."""
-    path = workdir / "config.json"
-    now = json.loads(json.dumps(to_json(config)))
-    if path.exists():
-        before = json.loads(path.read_text())
-        for section in ("codec", "optim", "disc_optim", "disc", "losses", "quantizer"):
-            old, new = before.get(section, {}), now[section]
-            diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
-            if diff:
-                raise ValueError(f"{workdir} holds a run with a different {section} config "
-                                 f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in diff.items())}); "
-                                 f"use a new --workdir or the original settings")
-    if jax.process_index() == 0:
-        path.write_text(json.dumps(now, indent=1))
+    check_or_write_run_config(workdir, to_json(config),
+                              ("codec", "optim", "disc_optim", "disc", "losses", "quantizer"))
