@@ -12,7 +12,7 @@ It makes 5-second clips. The whole recipe, from nothing to the packaged folder, 
     magnet-jax train --config configs/default_model.py --workdir runs/default_lm \\
         data.dir=runs/default_tokens/magnet_tokens/1.0.0 train.steps=2000
 
-Sized for 2 CPU cores: about 4.5M parameters, batch 8 of 5 s (500 frames x 4 codebooks), 1000 + 1000
+Sized for 2 CPU cores: about 4.7M parameters, batch 8 of 5 s (500 frames x 4 codebooks), 1000 + 1000
 steps at about 1.5 s/step (55 minutes). Held-out cross-entropy after both cycles: 4.75-5.00 per stage
 (uniform: 5.55); the model does not follow prompts yet (MODEL_CARD.md).
 The recipe is MAGNeT's (span masking with span_len 3, restricted context 5 for stages > 0, CFG
