@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
+from magnet_jax.export import folder_size_mb
+
 
 def _json(path: Path) -> dict:
     return json.loads(path.read_text())
@@ -92,7 +94,7 @@ def eval_lines(runs: Path) -> list[str]:
 
 def card(model: Path, runs: Path) -> str:
     meta = _json(model / "magnet.json")
-    size = sum(p.stat().st_size for p in model.rglob("*") if p.is_file()) / 2 ** 20
+    size = folder_size_mb(model)
     head = ["# magnet-jax default model", "",
             "A small text-to-music MAGNeT trained with this project on its synthetic corpus (five synthesizer "
             "timbres, keys, tempi, arpeggios / chord progressions / melodies, optional drums). It proves the "

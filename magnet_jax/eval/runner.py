@@ -68,16 +68,10 @@ def codec_round_trip(model, audio: np.ndarray, batch_size: int) -> np.ndarray:
     Why: the LM can only produce what its codec can decode, so the analysers on these clips are
     the ceiling the model itself can reach; the gap to the clean ceiling is the codec's.
     """
-    n_q, channels = model.lm_cfg.n_q, model.audio_channels
-    out = []
-    for i in range(0, len(audio), batch_size):
-        chunk = audio[i:i + batch_size]
-        pad = batch_size - len(chunk)
-        batch = np.concatenate([chunk, np.zeros((pad, chunk.shape[-1]), chunk.dtype)]) if pad else chunk
-        wav = np.repeat(batch[:, None, :], channels, axis=1).astype(np.float32)
-        y = model.decode(model.codec.encode(wav, n_q=n_q))
-        out.append(np.asarray(y).mean(axis=1)[:len(chunk), :audio.shape[-1]])
-    return np.concatenate(out)
+    from magnet_jax.codec.training.evaluate import batched
+    wav = np.repeat(audio[:, None, :], model.audio_channels, axis=1).astype(np.float32)
+    coded = batched(lambda a: model.decode(model.codec.encode(a, n_q=model.lm_cfg.n_q)), wav, batch_size)
+    return coded.mean(axis=1)[:, :audio.shape[-1]]
 
 
 def slug(text: str, limit: int = 40) -> str:
