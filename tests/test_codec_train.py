@@ -271,3 +271,21 @@ def test_polyphase_frequency_strided_conv_equals_the_strided_conv(width, taps, s
     loss = lambda f: lambda x, k: jnp.sum(jnp.sin(f(x, k)))  # noqa: E731
     for got, want in zip(jax.grad(loss(poly), (0, 1))(x, k), jax.grad(loss(strided), (0, 1))(x, k)):
         np.testing.assert_allclose(got, want, atol=1e-3)
+
+
+def test_log_mel_loss_of_a_scaled_signal_is_twice_the_log_gain_per_scale():
+    """Closed form: y = g x multiplies every mel magnitude by g, so each scale's L1 of
+    log10(mag ** 2) is 2 log10(g) on the mel bands that hold an FFT bin (librosa's HTK
+    filterbank says which; empty bands are clamped alike on both sides and contribute 0)."""
+    import librosa
+    from magnet_jax.codec.training.config import LossConfig
+    sr, gain = 16000, 10.0
+    x = np.random.default_rng(0).normal(scale=0.1, size=(2, 1, 8000)).astype(np.float32)
+    cfg = LossConfig(log_mel=1.0, log_mel_windows=(32, 256, 2048), log_mel_n_mels=(5, 40, 320))
+    expected = 0.0
+    for window, n_mels in zip(cfg.log_mel_windows, cfg.log_mel_n_mels):
+        fb = librosa.filters.mel(sr=sr, n_fft=window, n_mels=n_mels, fmin=0.0, fmax=sr / 2, htk=True, norm=None)
+        expected += 2 * np.log10(gain) * np.mean(fb.sum(axis=1) > 0)
+    got = float(L.log_mel(jnp.asarray(gain * x), jnp.asarray(x), sr, cfg))
+    assert got == pytest.approx(expected, rel=1e-4), (got, expected)
+    assert float(L.log_mel(jnp.asarray(x), jnp.asarray(x), sr, cfg)) == 0.0

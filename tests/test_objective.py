@@ -93,3 +93,26 @@ def test_masked_fraction_follows_cosine_schedule():
     assert abs(frac.mean() - 2 / math.pi) < 0.01
     for x in (0.25, 0.5, 0.75):
         assert abs((frac <= x).mean() - (1 - 2 / math.pi * math.acos(x))) < 0.03
+
+
+def test_draw_stage_follows_the_stage_weights_and_defaults_to_uniform():
+    """Over 4000 draws the stage frequencies match the weights (binomial sd <= 0.008, so 0.03 is
+    well over 3 sd); without weights the stages are uniform, as in MAGNeT."""
+    from magnet_jax.lm.objective import draw_stage
+    keys = jax.random.split(jax.random.key(0), 4000)
+    weighted = jax.vmap(lambda k: draw_stage(k, 4, jnp.asarray([0.55, 0.15, 0.15, 0.15])))(keys)
+    uniform = jax.vmap(lambda k: draw_stage(k, 4))(keys)
+    assert np.abs(np.bincount(np.asarray(weighted), minlength=4) / 4000 - [0.55, 0.15, 0.15, 0.15]).max() < 0.03
+    assert np.abs(np.bincount(np.asarray(uniform), minlength=4) / 4000 - 0.25).max() < 0.03
+
+
+def test_stage_weights_must_name_every_stage():
+    import dataclasses
+    from magnet_jax.config_loader import load_config
+    from magnet_jax.train.config import TrainConfig, check_config
+    cfg = load_config("configs/tiny_lm.py")
+    cfg["train"] = dataclasses.replace(cfg["train"], stage_weights=(2.0, 1.0))
+    with pytest.raises(ValueError, match="one weight per stage"):
+        check_config(cfg)
+    with pytest.raises(ValueError, match="positive sum"):
+        TrainConfig(stage_weights=(0.0, 0.0))

@@ -92,6 +92,14 @@ def masked_cross_entropy(logits: jax.Array, targets: jax.Array, loss_mask: jax.A
     return (nll * weight).sum() / count, (correct * weight).sum() / count
 
 
+def draw_stage(key: jax.Array, n_q: int, stage_probs: jax.Array | None = None) -> jax.Array:
+    """The stage (codebook) one training step works on: uniform as in MAGNeT, or drawn with
+    ``stage_probs`` ``[n_q]`` (summing to 1)."""
+    if stage_probs is None:
+        return jax.random.randint(key, (), 0, n_q)
+    return jax.random.choice(key, n_q, p=stage_probs).astype(jnp.int32)
+
+
 class LossOutput(NamedTuple):
     loss: jax.Array
     accuracy: jax.Array
@@ -101,15 +109,16 @@ class LossOutput(NamedTuple):
 
 def magnet_loss(model: MagnetLM, codes: jax.Array, cond: jax.Array | None, key: jax.Array, *,
                 lut: jax.Array, cfg_dropout: float = 0.3, padding_mask: jax.Array | None = None,
-                stage: jax.Array | None = None, remat: bool = False) -> LossOutput:
+                stage: jax.Array | None = None, remat: bool = False,
+                stage_probs: jax.Array | None = None) -> LossOutput:
     """One MAGNeT training loss on ground-truth codes [B, K, T] and text condition [B, S, D].
 
-    ``stage`` may be given (e.g. per-stage validation); otherwise it is drawn uniformly.
+    ``stage`` may be given (e.g. per-stage validation); otherwise it is drawn by ``draw_stage``.
     """
     cfg = model.cfg
     k_stage, k_mask, k_cfg = jax.random.split(key, 3)
     if stage is None:
-        stage = jax.random.randint(k_stage, (), 0, cfg.n_q)
+        stage = draw_stage(k_stage, cfg.n_q, stage_probs)
     batch = mask_codes(k_mask, codes, stage, span_len=cfg.span_len, lut=lut, mask_id=cfg.mask_id,
                        padding_mask=padding_mask)
     cross_kv = None

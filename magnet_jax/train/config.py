@@ -37,6 +37,10 @@ class TrainConfig:
     peak_tflops: float = 0.0        # per-device peak for MFU; 0 = from the device kind if known
     progress: bool = True
     eval_ema: bool = True           # validate with the EMA weights (audiocraft's valid stage)
+    stage_weights: tuple[float, ...] = ()   # relative odds of training each stage (codebook) in a
+                                    # step; () = uniform, as MAGNeT. (2, 1, 1, 1) spends 40 % of
+                                    # the steps on the first codebook, the one that carries pitch
+                                    # and timbre, when steps are scarce
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
@@ -49,6 +53,9 @@ class TrainConfig:
             raise ValueError("train: log_every, checkpoint_every and keep_checkpoints must be >= 1")
         if self.max_nonfinite < 1:
             raise ValueError(f"train.max_nonfinite must be >= 1, got {self.max_nonfinite}")
+        if self.stage_weights and (min(self.stage_weights) < 0 or sum(self.stage_weights) <= 0):
+            raise ValueError(f"train.stage_weights {self.stage_weights}: need weights >= 0 with a positive sum "
+                             f"(or none at all for MAGNeT's uniform stages)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +126,10 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     for name, kind in types.items():
         if not isinstance(config[name], kind):
             raise ValueError(f"config[{name!r}] is a {type(config[name]).__name__}, expected {kind.__name__}")
+    weights, n_q = config["train"].stage_weights, config["lm"].n_q
+    if weights and len(weights) != n_q:
+        raise ValueError(f"train.stage_weights has {len(weights)} entries but the LM has {n_q} codebooks; "
+                         f"give one weight per stage (e.g. train.stage_weights={','.join(['1'] * n_q)})")
     return config
 
 

@@ -85,12 +85,13 @@ def make_loss_fn(graphdef, config: dict, text: bool):
     """(params, batch, key, poison) -> (loss, LossOutput): text projection, then MAGNeT's loss."""
     lm_cfg, tc, txc = config["lm"], config["train"], config["text"]
     lut = jnp.asarray(span_count_lut(lm_cfg.sequence_len, lm_cfg.span_len))
+    probs = (jnp.asarray(tc.stage_weights, jnp.float32) / sum(tc.stage_weights)) if tc.stage_weights else None
 
     def loss_fn(params, mb, key, poison):
         model = nnx.merge(graphdef, params)
         cond = model.text(mb["text_hidden"], mb["text_mask"]) if text else None
         out = magnet_loss(model.lm, mb["codes"], cond, key, lut=lut, cfg_dropout=txc.cfg_dropout,
-                          padding_mask=mb["padding_mask"], remat=tc.remat)
+                          padding_mask=mb["padding_mask"], remat=tc.remat, stage_probs=probs)
         loss = out.loss * (1.0 + poison)        # poison = NaN only under fault injection
         return loss, out._replace(loss=loss)
     return loss_fn
@@ -239,7 +240,8 @@ def build_trainer(config: dict, encoder: Any = "load") -> Trainer:
     # in one process); everything the step closes over is a function of this key
     cosine_len = (oc.total_steps or tc.steps) if oc.schedule == "cosine" else 0
     what = {"lm": to_json(config)["lm"], "optim": to_json(config)["optim"], "text": to_json(config)["text"],
-            "freeze": fc.freeze, "grad_accum": tc.grad_accum, "remat": tc.remat, "cosine_len": cosine_len}
+            "freeze": fc.freeze, "grad_accum": tc.grad_accum, "remat": tc.remat, "cosine_len": cosine_len,
+            "stage_weights": tc.stage_weights}
     key = (json.dumps(what, sort_keys=True), tuple(d.id for d in mesh.devices.flat),
            tuple(mesh.shape.items()), text_width)
     if key not in _STEP_CACHE:

@@ -34,6 +34,7 @@ class LossConfig:
     adv: float = 4.0                # generator adversarial loss
     feat: float = 4.0               # discriminator feature matching (L1)
     sisnr: float = 0.0              # negative SI-SNR as a loss
+    log_mel: float = 0.0            # DAC's multi-scale L1 on log mel magnitudes (see losses.log_mel)
     commitment: float = 1.0         # RVQ commitment, added outside the balancer (audiocraft's penalty)
     balancer: bool = True           # EnCodec's gradient-norm loss balancer
     balancer_total_norm: float = 1.0
@@ -48,9 +49,11 @@ class LossConfig:
     msspec_f_max: float = 0.0       # 0 = Nyquist
     msspec_normalized: bool = True
     msspec_alphas: bool = False
+    log_mel_windows: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)   # DAC's scales
+    log_mel_n_mels: tuple[int, ...] = (5, 10, 20, 40, 80, 160, 320)
 
     def __post_init__(self) -> None:
-        for name in ("l1", "msspec", "adv", "feat", "sisnr", "commitment"):
+        for name in ("l1", "msspec", "adv", "feat", "sisnr", "log_mel", "commitment"):
             if getattr(self, name) < 0:
                 raise ValueError(f"losses.{name} must be >= 0, got {getattr(self, name)}")
         if self.adv_loss not in ADV_LOSSES:
@@ -60,12 +63,15 @@ class LossConfig:
         if not 1 <= self.msspec_range_start < self.msspec_range_end:
             raise ValueError(f"losses.msspec_range_start/end: need 1 <= start < end, got "
                              f"{self.msspec_range_start}, {self.msspec_range_end}")
+        if len(self.log_mel_windows) != len(self.log_mel_n_mels) or not self.log_mel_windows:
+            raise ValueError(f"losses.log_mel_windows and log_mel_n_mels need one entry per scale, got "
+                             f"{self.log_mel_windows} and {self.log_mel_n_mels}")
         if self.balancer and not 0.0 <= self.balancer_ema_decay <= 1.0:
             raise ValueError(f"losses.balancer_ema_decay must be in [0, 1], got {self.balancer_ema_decay}")
 
     def balanced(self) -> dict[str, float]:
         """The losses of the generator's output and their weights (only those with weight > 0)."""
-        names = ("l1", "msspec", "adv", "feat", "sisnr")
+        names = ("l1", "msspec", "adv", "feat", "sisnr", "log_mel")
         return {n: float(getattr(self, n)) for n in names if getattr(self, n) > 0}
 
 

@@ -4,6 +4,11 @@
 - ``multi_scale_mel``: audiocraft ``MultiScaleMelSpectrogramLoss``: for FFT sizes ``2**i``
   (hop ``2**i / 4``) the L1 distance of linear mel spectrograms plus ``alpha_i`` times the MSE
   of log10 mel spectrograms; divided by ``sum(alpha_i + 1)`` when ``normalized``.
+- ``log_mel``: DAC's mel reconstruction loss (Kumar et al. 2023, ``descript-audio-codec``
+  ``MelSpectrogramLoss`` with its defaults): per window size, the L1 distance of
+  ``log10(max(mel magnitude, 1e-5) ** 2)``, summed over the scales. Unlike audiocraft's linear
+  mel L1, it weighs a quiet band's error like a loud one's, so a noise floor under the harmonics
+  or missing upper partials cost as much as a wrong fundamental.
 - ``sisnr``: scale-invariant SNR in dB over the whole signal (higher is better); the loss is its
   negative, as audiocraft's ``SISNR`` module returns.
 - adversarial: hinge (``-mean(min(x - 1, 0))`` real / ``-mean(min(-x - 1, 0))`` fake for the
@@ -41,6 +46,18 @@ def multi_scale_mel(y: jax.Array, x: jax.Array, sample_rate: int, cfg: LossConfi
         loss = loss + jnp.mean(jnp.abs(lin_y - lin_x)) + alpha * jnp.mean(jnp.square(log_y - log_x))
         total += alpha + 1.0
     return loss / total if cfg.msspec_normalized else loss
+
+
+def log_mel(y: jax.Array, x: jax.Array, sample_rate: int, cfg: LossConfig) -> jax.Array:
+    """DAC's multi-scale log-mel L1 between ``y`` and ``x`` ``[B, C, N]``: hop = window / 4, Hann
+    window, mel magnitudes (power 1) from 0 Hz to Nyquist, clamped at 1e-5, squared, log10."""
+    loss = 0.0
+    for window, n_mels in zip(cfg.log_mel_windows, cfg.log_mel_n_mels):
+        kw = dict(sample_rate=sample_rate, n_fft=window, hop=window // 4, n_mels=n_mels, log=False, power=1)
+        mag_y, mag_x = (mel_spectrogram(s, **kw) for s in (y, x))
+        log_y, log_x = (2.0 * jnp.log10(jnp.maximum(m, 1e-5)) for m in (mag_y, mag_x))
+        loss = loss + jnp.mean(jnp.abs(log_y - log_x))
+    return loss
 
 
 def sisnr(estimate: jax.Array, reference: jax.Array, eps: float = float(np.finfo(np.float32).eps)) -> jax.Array:

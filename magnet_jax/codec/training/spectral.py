@@ -80,12 +80,13 @@ def stft(x: jax.Array, n_fft: int, hop: int, normalized: bool = False) -> jax.Ar
 
 def mel_spectrogram(x: jax.Array, sample_rate: int, n_fft: int, hop: int, n_mels: int,
                     f_min: float = 0.0, f_max: float | None = None, normalized: bool = False,
-                    log: bool = True, floor_level: float = 1e-5) -> jax.Array:
+                    log: bool = True, floor_level: float = 1e-5, power: int = 2) -> jax.Array:
     """audiocraft ``MelSpectrogramWrapper`` on ``[B, C, N]`` -> ``[B, C * n_mels, frames]``.
 
     Reflect-pads ``(n_fft - hop) // 2`` on both sides, then zero-pads on the right so every frame
     is full (``pad_for_conv1d``): ``ceil(N / hop)`` frames. Power spectrum (torchaudio's
-    default ``power=2``), mel projection, then ``log10(floor + mel)`` when ``log``.
+    default ``power=2``; ``power=1`` projects magnitudes instead, as DAC's mel loss does), mel
+    projection, then ``log10(floor + mel)`` when ``log``.
     """
     if x.ndim == 2:
         x = x[:, None]
@@ -97,9 +98,13 @@ def mel_spectrogram(x: jax.Array, sample_rate: int, n_fft: int, hop: int, n_mels
     extra = extra_padding_for_conv1d(x.shape[-1], n_fft, hop, 0)
     x = jnp.pad(x, ((0, 0), (0, 0), (0, extra)))
     spec = stft(x, n_fft, hop, normalized)
-    power = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2                     # [B, C, frames, F]
+    spec = jnp.real(spec) ** 2 + jnp.imag(spec) ** 2                      # [B, C, frames, F]
+    if power == 1:
+        spec = jnp.sqrt(spec + 1e-12)      # the offset keeps sqrt's gradient finite at silence
+    elif power != 2:
+        raise ValueError(f"mel_spectrogram: power must be 1 (magnitude) or 2 (power), got {power}")
     fb = jnp.asarray(mel_filterbank(n_fft, n_mels, sample_rate, f_min, f_max))
-    mel = jnp.einsum("bctf,fm->bcmt", power, fb, precision=jax.lax.Precision.HIGHEST)
+    mel = jnp.einsum("bctf,fm->bcmt", spec, fb, precision=jax.lax.Precision.HIGHEST)
     if log:
         mel = jnp.log10(floor_level + mel)
     b, c, m, t = mel.shape

@@ -5,7 +5,7 @@ One step, in audiocraft's ``CompressionSolver.run_step`` order:
 1. generator forward ``y = decode(rvq(encode(x)))`` with the number of active codebooks drawn
    per batch (quantizer dropout), kept as a ``jax.vjp`` closure;
 2. discriminator update on ``(stop(y), x)`` (hinge loss; with probability ``1 / adv_every``);
-3. the generator's output losses (l1, msspec, adv, feat, sisnr) as a function of ``y`` only,
+3. the generator's output losses (l1, msspec, adv, feat, sisnr, log_mel) as a function of ``y`` only,
    judged by the *updated* discriminator; their gradients w.r.t. ``y`` are combined by the
    balancer (one backward per loss through the losses only, batched with ``vmap``) or by the
    plain weighted sum, then pulled back through the generator once, together with the
@@ -156,6 +156,8 @@ def _output_losses(config: dict, names: list[str], y, x, disc_apply, dparams, re
         values["msspec"] = L.multi_scale_mel(y, x, sr, lc)
     if "sisnr" in names:
         values["sisnr"] = -jnp.mean(L.sisnr(y, x))
+    if "log_mel" in names:
+        values["log_mel"] = L.log_mel(y, x, sr, lc)
     return jnp.stack([values[n] for n in names])
 
 
