@@ -76,8 +76,8 @@ def export_trained(lm_workdir: str | Path, codec_workdir: str | Path, out: str |
     """Write the converted folder of a trained LM + codec pair; returns its path.
 
     ``generation``: default sampler parameters stored with the model (``SamplerConfig`` fields,
-    applied by ``MAGNeT.load_converted``); when not given, audiocraft's defaults with MAGNeT's
-    step schedule (20 steps for the first codebook, 10 for the others) sized to the LM's codebooks.
+    applied by ``MAGNeT.load_converted``) on top of audiocraft's defaults with MAGNeT's step
+    schedule (20 steps for the first codebook, 10 for the others) sized to the LM's codebooks.
 
     Checks that the pair belongs together (codebooks, card, frame rate) before writing, so a
     mismatched export is one clear error, not a model that decodes noise.
@@ -110,7 +110,8 @@ def export_trained(lm_workdir: str | Path, codec_workdir: str | Path, out: str |
             "lm": dataclasses.asdict(lm.cfg), "codec": dataclasses.asdict(codec_cfg), "text": text,
             "text_encoder": None, "text_max_tokens": config.get("text", {}).get("max_tokens"),
             "xp_cfg": None, "trained": {"lm_step": step, "ema": bool(use_ema)},
-            "generation": generation or {"decoding_steps": [20] + [10] * (lm_cfg.n_q - 1)}, **(extra_meta or {})}
+            "generation": {"decoding_steps": [20] + [10] * (lm_cfg.n_q - 1), **(generation or {})},
+            **(extra_meta or {})}
     return _write_converted(Path(out), meta, lm, codec, text_params, save_lm)
 
 

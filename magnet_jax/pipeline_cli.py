@@ -18,6 +18,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--step", type=int, help="LM checkpoint step (default: the latest)")
     e.add_argument("--codec-step", type=int, help="codec checkpoint step (default: the latest)")
     e.add_argument("--no-ema", dest="use_ema", action="store_false", help="export the raw weights, not the EMA")
+    e.add_argument("--generation", action="append", default=[], metavar="KEY=VALUE",
+                   help="a default sampler setting stored with the model (a SamplerConfig field, e.g. "
+                        "temperature=1.5 or decoding_steps=40,10,10,10); repeatable")
     e.set_defaults(func=run_export)
 
 
@@ -240,12 +244,33 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def generation_overrides(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` sampler settings -> a dict of ``SamplerConfig`` fields, each parsed like its
+    default (``decoding_steps=40,10,10,10`` -> a list)."""
+    from magnet_jax.cli import UserError
+    from magnet_jax.config_loader import _parse
+    from magnet_jax.lm.sampler import SamplerConfig
+    defaults = dataclasses.asdict(SamplerConfig())
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or key not in defaults:
+            raise UserError(f"--generation {item!r}: expected KEY=VALUE with KEY one of {sorted(defaults)}")
+        try:
+            parsed = _parse(value, defaults[key])
+        except (ValueError, SyntaxError) as err:
+            raise UserError(f"--generation {item!r}: {value!r} is not a valid {key} ({err})") from err
+        out[key] = list(parsed) if isinstance(parsed, tuple) else parsed
+    return out
+
+
 def run_export(args: argparse.Namespace) -> int:
     from magnet_jax.cli import UserError
     from magnet_jax.export import ExportError, export_trained, folder_size_mb
+    generation = generation_overrides(args.generation)
     try:
         out = export_trained(args.lm_workdir, args.codec_workdir, args.out, step=args.step,
-                             codec_step=args.codec_step, use_ema=args.use_ema)
+                             codec_step=args.codec_step, use_ema=args.use_ema, generation=generation)
     except (ExportError, FileNotFoundError) as err:
         raise UserError(str(err).replace("\n", " ")) from err
     meta = json.loads((out / "magnet.json").read_text())

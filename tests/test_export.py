@@ -83,7 +83,22 @@ def test_a_folder_without_checkpoints_is_a_clear_error(tmp_path):
         export_trained(tmp_path, tmp_path, tmp_path / "model")
 
 
-def run_export(workdirs, out) -> int:
+def test_generation_defaults_given_to_export_are_stored_and_used(workdirs, tmp_path):
+    assert run_export(workdirs, tmp_path / "model", "--generation", "temperature=1.5",
+                      "--generation", "decoding_steps=4,2") == 0
+    meta = json.loads((tmp_path / "model" / "magnet.json").read_text())
+    assert meta["generation"] == {"decoding_steps": [4, 2], "temperature": 1.5}
+    model = MAGNeT.from_pretrained(str(tmp_path / "model"), mesh=None)
+    assert model.generation_params.temperature == 1.5 and model.generation_params.decoding_steps == (4, 2)
+
+
+def test_an_unknown_generation_setting_is_refused(workdirs, tmp_path, capsys):
+    assert run_export(workdirs, tmp_path / "model", "--generation", "temprature=1.5") == 2
+    assert "temperature" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()
+
+
+def run_export(workdirs, out, *extra: str) -> int:
     from magnet_jax import pipeline_cli
     return run([pipeline_cli.register], ["export", "--lm-workdir", str(workdirs / "lm"),
-                                          "--codec-workdir", str(workdirs / "codec"), "--out", str(out)])
+                                          "--codec-workdir", str(workdirs / "codec"), "--out", str(out), *extra])
