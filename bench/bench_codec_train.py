@@ -119,10 +119,11 @@ def main() -> None:
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args()
     from magnet_jax.config_loader import load_config
-    # the full adversarial recipe (audiocraft's weights), whatever the config trains with: the
-    # comparison is EncodecModel + MultiScaleSTFTDiscriminator step against ours
+    # the full adversarial recipe (audiocraft's weights, without DAC's log-mel loss, which
+    # audiocraft lacks), whatever the config trains with: the comparison is EncodecModel +
+    # MultiScaleSTFTDiscriminator step against ours
     config = load_config(args.config, [f"train.batch_size={args.batch}", "losses.adv=4", "losses.feat=4",
-                                       "losses.l1=0.1", "losses.msspec=2"])
+                                       "losses.l1=0.1", "losses.msspec=2", "losses.log_mel=0"])
     cc = config["codec"]
     n = int(args.seconds * cc.sample_rate)
     audio = (0.3 * np.random.default_rng(0).normal(size=(args.batch, cc.channels, n))).astype(np.float32)
