@@ -46,6 +46,13 @@ def codec_lines(runs: Path) -> list[str]:
     return lines + [""]
 
 
+def _stage_share(weights: list | None, n_q: int) -> str:
+    if not weights:
+        return "stages drawn uniformly (MAGNeT)"
+    shares = " / ".join(f"{100 * w / sum(weights):.0f} %" for w in weights)
+    return f"stages drawn with train.stage_weights ({shares} of the steps per codebook)"
+
+
 def lm_lines(meta: dict, runs: Path) -> list[str]:
     cfg = _json(runs / "default_lm" / "config.json")
     summary = _json(runs / "default_lm" / "summary.json")
@@ -60,8 +67,8 @@ def lm_lines(meta: dict, runs: Path) -> list[str]:
             f"word dropout {tx['word_dropout']}.",
             f"- Training: `configs/default_model.py`, {summary['step']} steps of batch {tc['batch_size']} x "
             f"{lm['segment_duration']:g} s, {oc['optimizer']} lr {oc['lr']} ({oc['schedule']}, warmup {oc['warmup']}), "
-            f"weight EMA {oc['ema_decay']} (the exported weights); the recipe runs a second cosine cycle from "
-            f"step 1000 (scripts/train_default_model.sh). Train loss {train[0]['loss']:.2f} (first "
+            f"weight EMA {oc['ema_decay']} (the exported weights), "
+            f"{_stage_share(tc.get('stage_weights'), lm['n_q'])}. Train loss {train[0]['loss']:.2f} (first "
             f"{train[0]['step']} steps) -> {train[-1]['loss']:.2f}; held-out cross-entropy per stage "
             f"{stages or '–'} (uniform over {lm['card']} codes: {__import__('math').log(lm['card']):.2f}).",
             f"- Data: the synthetic corpus rendered with `--exclude-heldout` (seed 1, "
@@ -104,7 +111,9 @@ def card(model: Path, runs: Path) -> str:
             f"Trained {meta['trained']['lm_step']} steps. Files: {size:.1f} MB (float32).",
             "- Reproduce: `bash scripts/train_default_model.sh` (every command and seed is in it).",
             "- Use: `magnet-jax generate --prompt \"a sawtooth lead playing a melody in E minor at 120 BPM with drums\" "
-            "--out out/` (no `--model` needed).", ""]
+            "--out out/` (no `--model` needed).",
+            "- Sampler defaults stored with it (`magnet.json` \"generation\", over audiocraft's MAGNeT defaults): "
+            + ", ".join(f"{k} {v}" for k, v in meta.get("generation", {}).items()) + ".", ""]
     return "\n".join(head + codec_lines(runs) + lm_lines(meta, runs) + eval_lines(runs))
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the model that ships in magnet_jax/assets/default_model, from nothing, with the
-# project's own commands only (2 CPU cores: about an hour and a half in all).
+# project's own commands only (2 CPU cores: about two hours in all).
 #
 #   bash scripts/train_default_model.sh            # everything under runs/
 #   RUNS=/tmp/runs bash scripts/train_default_model.sh
@@ -27,8 +27,9 @@ magnet-jax tokenize "$RUNS/lm_corpus_valid/musiccaps.csv" --out "$TOKENS" --code
     --segment-duration 5 --batch-size 16 --split valid --no-progress
 
 magnet-jax train --config configs/default_model.py --workdir "$RUNS/default_lm" data.dir="$TOKENS"
-# a second cosine cycle (warm restart) on the same workdir: resumes at step 1000, runs to 2000
-magnet-jax train --config configs/default_model.py --workdir "$RUNS/default_lm" data.dir="$TOKENS" train.steps=2000
-magnet-jax export --lm-workdir "$RUNS/default_lm" --codec-workdir "$RUNS/codec_tiny" --out "$OUT"
+# temperature 1.0 (audiocraft: 3.0): on 16 in-distribution valid prompts it gave the most tonal
+# clips (pitch salience 0.36 against 0.25); no setting tried changed adherence (MODEL_CARD.md)
+magnet-jax export --lm-workdir "$RUNS/default_lm" --codec-workdir "$RUNS/codec_tiny" --out "$OUT" \
+    --generation temperature=1.0
 magnet-jax eval --model "$OUT" --prompts magnet_jax/eval/prompts/heldout.jsonl --out "$RUNS/default_eval"
 python scripts/model_card.py --model "$OUT" --runs "$RUNS"
