@@ -31,11 +31,18 @@ def _parse(text: str, like: Any) -> Any:
         if text.lower() not in ("true", "false", "1", "0"):
             raise ValueError(f"expected true/false, got {text!r}")
         return text.lower() in ("true", "1")
-    if isinstance(like, tuple):
-        return tuple(_parse(t, like[0] if like else 0) for t in text.split(",") if t)
+    if isinstance(like, tuple):   # an empty default says nothing of the type: read literals
+        return tuple(_parse(t, like[0]) if like else _literal(t) for t in text.split(",") if t)
     if isinstance(like, (int, float)) and not isinstance(like, bool):
         return type(like)(ast.literal_eval(text))
     return text
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def apply_override(config: dict[str, Any], item: str) -> dict[str, Any]:

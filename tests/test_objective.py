@@ -116,3 +116,10 @@ def test_stage_weights_must_name_every_stage():
         check_config(cfg)
     with pytest.raises(ValueError, match="positive sum"):
         TrainConfig(stage_weights=(0.0, 0.0))
+
+
+def test_stage_weights_override_keeps_fractions():
+    from magnet_jax.config_loader import load_config
+    cfg = load_config("configs/tiny_lm.py", ["train.stage_weights=0.5,0.25,0.25,0", "train.inject_nan_steps=3,7"])
+    assert cfg["train"].stage_weights == (0.5, 0.25, 0.25, 0)
+    assert cfg["train"].inject_nan_steps == (3, 7)
