@@ -62,3 +62,19 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(corpus, tmp_pat
     other["codec"] = dataclasses.replace(other["codec"], n_filters=4)
     with pytest.raises(ValueError, match="different codec config"):
         train_codec(other, tmp_path / "resumed")
+
+
+def test_a_run_from_before_a_new_loss_field_resumes_while_it_keeps_its_default(tmp_path):
+    """config.json written before ``losses.log_mel`` existed: resuming with log_mel at its
+    default (0, how that run trained) is accepted; turning it on is refused by name."""
+    from magnet_jax.codec.training.config import LossConfig
+    from magnet_jax.train.loop import check_or_write_run_config, field_defaults
+    config = {"losses": LossConfig()}
+    now = {"losses": dataclasses.asdict(LossConfig())}
+    stored = {"losses": {k: v for k, v in json.loads(json.dumps(now["losses"])).items() if k != "log_mel"}}
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    check_or_write_run_config(tmp_path, now, ("losses",), field_defaults(config))
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    changed = {"losses": dataclasses.asdict(LossConfig(log_mel=1.0))}
+    with pytest.raises(ValueError, match="log_mel: None -> 1.0"):
+        check_or_write_run_config(tmp_path, changed, ("losses",), field_defaults(config))

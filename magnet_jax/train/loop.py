@@ -487,20 +487,34 @@ def _mean(xs: list) -> float | None:
 
 def _check_or_write_config(workdir: Path, config: dict) -> None:
     """A workdir belongs to one model: resuming with another lm / optim config is refused."""
-    check_or_write_run_config(workdir, to_json(config), ("lm", "optim"))
+    check_or_write_run_config(workdir, to_json(config), ("lm", "optim"), field_defaults(config))
 
 
-def check_or_write_run_config(workdir: Path, now: dict, sections: tuple[str, ...]) -> None:
+def field_defaults(config: dict) -> dict[str, dict]:
+    """Per dataclass section of ``config``, the JSON of each field's default value."""
+    return json.loads(json.dumps({name: {f.name: f.default for f in dataclasses.fields(obj)
+                                         if f.default is not dataclasses.MISSING}
+                                  for name, obj in config.items() if dataclasses.is_dataclass(obj)}))
+
+
+def check_or_write_run_config(workdir: Path, now: dict, sections: tuple[str, ...],
+                              defaults: dict[str, dict] | None = None) -> None:
     """Refuse to resume ``workdir`` when one of ``sections`` of its config.json differs from ``now``
     (the config as JSON), naming the fields; otherwise (re)write config.json. Shared by ``train``
-    and ``train-codec``: a workdir holds one model."""
+    and ``train-codec``: a workdir holds one model.
+
+    A field the stored config.json lacks was added to the code after that run began; resuming is
+    fine while it keeps its default (``defaults``, from ``field_defaults``), which is how the
+    run was trained."""
     path = workdir / "config.json"
     now = json.loads(json.dumps(now))
+    defaults = defaults or {}
     if path.exists():
         before = json.loads(path.read_text())
         for section in sections:
-            old, new = before.get(section, {}), now[section]
-            diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
+            old, new, default = before.get(section, {}), now[section], defaults.get(section, {})
+            diff = {k: (old.get(k), v) for k, v in new.items()
+                    if (old[k] != v if k in old else (k not in default or default[k] != v))}
             if diff:
                 raise ValueError(f"{workdir} holds a run with a different {section} config "
                                  f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in diff.items())}); "

@@ -30,7 +30,7 @@ from magnet_jax.codec.training.config import check_config, to_json
 from magnet_jax.codec.training.evaluate import evaluate, spectrogram_png
 from magnet_jax.codec.training.step import CodecTrainer, build_trainer
 from magnet_jax.train.checkpointing import Checkpoints, PreemptionGuard
-from magnet_jax.train.loop import NonFiniteError, check_or_write_run_config, host, make_run_mesh
+from magnet_jax.train.loop import NonFiniteError, check_or_write_run_config, field_defaults, host, make_run_mesh
 from magnet_jax.train.metrics import MetricsWriter, read_jsonl
 
 
@@ -238,5 +238,5 @@ def plot_codec_losses(jsonl: str | Path, out: str | Path) -> Path:
 
 def _check_or_write_config(workdir: Path, config: dict) -> None:
     """A workdir holds one codec: resuming with another codec / losses / quantizer / optim config is refused."""
-    check_or_write_run_config(workdir, to_json(config),
-                              ("codec", "optim", "disc_optim", "disc", "losses", "quantizer"))
+    check_or_write_run_config(workdir, to_json(config), ("codec", "optim", "disc_optim", "disc", "losses", "quantizer"),
+                              field_defaults(config))
