@@ -46,7 +46,7 @@ def codec_lines(runs: Path) -> list[str]:
     return lines + [""]
 
 
-def _stage_share(weights: list | None, n_q: int) -> str:
+def _stage_share(weights: list | None) -> str:
     if not weights:
         return "stages drawn uniformly (MAGNeT)"
     shares = " / ".join(f"{100 * w / sum(weights):.0f} %" for w in weights)
@@ -68,7 +68,7 @@ def lm_lines(meta: dict, runs: Path) -> list[str]:
             f"- Training: `configs/default_model.py`, {summary['step']} steps of batch {tc['batch_size']} x "
             f"{lm['segment_duration']:g} s, {oc['optimizer']} lr {oc['lr']} ({oc['schedule']}, warmup {oc['warmup']}), "
             f"weight EMA {oc['ema_decay']} (the exported weights), "
-            f"{_stage_share(tc.get('stage_weights'), lm['n_q'])}. Train loss {train[0]['loss']:.2f} (first "
+            f"{_stage_share(tc.get('stage_weights'))}. Train loss {train[0]['loss']:.2f} (first "
             f"{train[0]['step']} steps) -> {train[-1]['loss']:.2f}; held-out cross-entropy per stage "
             f"{stages or '–'} (uniform over {lm['card']} codes: {__import__('math').log(lm['card']):.2f}).",
             f"- Data: the synthetic corpus rendered with `--exclude-heldout` (seed 1, "
