@@ -28,6 +28,7 @@ class RefLMShape:
     span_len: int = 3
     text_bins: int = 97      # LUT conditioner vocabulary (stands in for T5 in LM-only tests)
     text_dim: int = 24
+    positional_embedding: str = "sin"   # audiocraft's options: sin, rope, sin_rope
 
     @property
     def T(self) -> int:
@@ -45,7 +46,7 @@ def xp_cfg(shape: RefLMShape) -> dict:
             "hidden_scale": 4, "n_q": shape.n_q, "card": shape.card, "dropout": 0.0,
             "activation": "gelu", "norm_first": True, "bias_ff": False, "bias_attn": False,
             "bias_proj": False, "causal": False, "custom": False, "memory_efficient": True,
-            "attention_as_float32": False, "layer_scale": None, "positional_embedding": "sin",
+            "attention_as_float32": False, "layer_scale": None, "positional_embedding": shape.positional_embedding,
             "xpos": False, "checkpointing": "none", "weight_init": "gaussian",
             "depthwise_init": "current", "zero_bias_init": True, "norm": "layer_norm",
             "cross_attention": True, "qk_layer_norm": False, "qk_layer_norm_cross": False,
@@ -83,7 +84,7 @@ def build_reference_lm(shape: RefLMShape, seed: int = 0):
         weight_init="gaussian", depthwise_init="current", zero_bias_init=True,
         subcodes_context=shape.subcodes_context, compression_model_framerate=shape.frame_rate,
         segment_duration=shape.segment_duration, span_len=shape.span_len,
-        device="cpu", dtype=torch.float32)
+        positional_embedding=shape.positional_embedding, device="cpu", dtype=torch.float32)
     # Random LayerNorm affine parameters, so a converter that drops them cannot pass.
     with torch.no_grad():
         for name, p in lm.named_parameters():

@@ -29,3 +29,21 @@ def test_sinusoid_closed_form():
     phase = pos / 10000 ** (i / 3)
     assert abs(emb[pos, i] - math.cos(phase)) < 1e-6 and abs(emb[pos, 4 + i] - math.sin(phase)) < 1e-6
     assert emb[0, :4].tolist() == [1, 1, 1, 1] and emb[0, 4:].tolist() == [0, 0, 0, 0]
+
+
+def test_rotary_embedding_closed_form():
+    """Hand-computed: with head dim 2 the frequency is 1, so the pair (1, 0) at position t becomes
+    (cos t, sin t); scale 0 is the identity; a rotated q.k depends only on the position difference."""
+    from magnet_jax.modules.embedding import rotary_embedding
+    x = jnp.zeros((1, 4, 1, 2)).at[..., 0].set(1.0)
+    got = np.asarray(rotary_embedding(x))[0, :, 0]
+    t = np.arange(4)
+    np.testing.assert_allclose(got, np.stack([np.cos(t), np.sin(t)], -1), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(rotary_embedding(x, scale=0.0)), np.asarray(x))
+
+    rng = np.random.default_rng(0)
+    q1, k1 = rng.normal(size=(2, 8)).astype(np.float32)
+    seq = lambda v: jnp.asarray(np.tile(v, (1, 40, 1, 1)))           # same vector at every position
+    q, k = np.asarray(rotary_embedding(seq(q1))), np.asarray(rotary_embedding(seq(k1)))
+    dot = lambda i, j: float(q[0, i, 0] @ k[0, j, 0])
+    assert abs(dot(5, 2) - dot(30, 27)) < 1e-4 and abs(dot(5, 2) - dot(5, 3)) > 1e-3

@@ -14,6 +14,9 @@ SHAPES = {
     "d64h4l3": RefLMShape(dim=64, num_heads=4, num_layers=3, card=64),
     "d96h6l2": RefLMShape(dim=96, num_heads=6, num_layers=2, card=48, subcodes_context=3, frame_rate=24,
                           segment_duration=2),
+    # audiocraft's other positional embeddings: RoPE on self-attention q/k, alone or with the sinusoid
+    "d64h4l2-rope": RefLMShape(dim=64, num_heads=4, num_layers=2, card=64, positional_embedding="rope"),
+    "d64h2l2-sin_rope": RefLMShape(dim=64, num_heads=2, num_layers=2, card=64, positional_embedding="sin_rope"),
 }
 
 
@@ -32,6 +35,7 @@ def test_config_read_from_xp_cfg(pair):
         shape.dim, shape.num_heads, shape.num_layers, shape.card, shape.n_q)
     assert cfg.ffn_dim == 4 * shape.dim and cfg.subcodes_context == shape.subcodes_context
     assert cfg.span_len == shape.span_len and cfg.sequence_len == shape.T
+    assert cfg.positional_embedding == shape.positional_embedding
     assert set(cond_keys) == {"condition_provider.conditioners.description.embed.weight",
                               "condition_provider.conditioners.description.output_proj.weight",
                               "condition_provider.conditioners.description.output_proj.bias"}
@@ -106,3 +110,18 @@ def test_checkpoint_of_another_shape_is_a_clear_error(tmp_path):
     from magnet_jax.lm.convert import lm_config_from_xp, xp_cfg_of
     with pytest.raises(CheckpointError, match="mis-shaped"):
         load_audiocraft_lm(other, cfg=lm_config_from_xp(xp_cfg_of(path)))
+
+
+def test_rope_checkpoint_under_another_max_period_or_embedding_is_refused(tmp_path):
+    """RoPE frequencies are recomputed from max_period, so saved ones that disagree (another
+    max_period) are an error, as is a positional embedding audiocraft does not have."""
+    shape = SHAPES["d64h4l2-rope"]
+    path = export_state_dict(build_reference_lm(shape), shape, tmp_path / "state_dict.bin")
+    from magnet_jax.lm.convert import lm_config_from_xp, xp_cfg_of
+    cfg = lm_config_from_xp(xp_cfg_of(path))
+    with pytest.raises(CheckpointError, match="max_period=500.0"):
+        load_audiocraft_lm(path, cfg=cfg.replace(max_period=500.0))
+    xp = xp_cfg_of(path)
+    xp["transformer_lm"]["positional_embedding"] = "alibi"
+    with pytest.raises(CheckpointError, match="positional_embedding='alibi'"):
+        lm_config_from_xp(xp)

@@ -10,6 +10,8 @@ import dataclasses
 
 import jax.numpy as jnp
 
+POSITIONAL_EMBEDDINGS = ("sin", "rope", "sin_rope")
+
 
 @dataclasses.dataclass(frozen=True)
 class LMConfig:
@@ -23,8 +25,9 @@ class LMConfig:
     span_len: int = 3               # masking span length L (training and decoding)
     frame_rate: int = 50            # codec frames per second
     segment_duration: float = 10.0  # seconds; sequence length T = frame_rate * segment_duration
-    max_period: float = 10_000.0    # sinusoidal positional embedding
-    positional_scale: float = 1.0
+    positional_embedding: str = "sin"  # "sin" (MAGNeT), "rope" or "sin_rope" (audiocraft's options)
+    max_period: float = 10_000.0    # of the sinusoidal embedding and of RoPE's frequencies
+    positional_scale: float = 1.0   # scales the sinusoid; for RoPE, blends the rotation with 1
     norm_eps: float = 1e-5
     cross_attention: bool = True    # text conditioning by cross-attention
     compute_dtype: str = "float32"  # "float32" or "bfloat16"; params are always float32
@@ -34,6 +37,10 @@ class LMConfig:
             raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if (self.dim // 2) < 2:
             raise ValueError(f"dim {self.dim} is too small for the sinusoidal embedding")
+        if self.positional_embedding not in POSITIONAL_EMBEDDINGS:
+            raise ValueError(f"positional_embedding {self.positional_embedding!r}: use one of {POSITIONAL_EMBEDDINGS}")
+        if self.uses_rope and self.head_dim % 2:
+            raise ValueError(f"RoPE rotates pairs of channels: head_dim {self.head_dim} must be even")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"compute_dtype {self.compute_dtype!r}: use 'float32' or 'bfloat16'")
         if self.n_q < 1 or self.card < 2:
@@ -43,6 +50,16 @@ class LMConfig:
     def mask_id(self) -> int:
         """The special token that marks a masked position (one extra embedding row)."""
         return self.card
+
+    @property
+    def uses_sin(self) -> bool:
+        """The sinusoid is added to the input embeddings ("sin", "sin_rope")."""
+        return self.positional_embedding in ("sin", "sin_rope")
+
+    @property
+    def uses_rope(self) -> bool:
+        """Self-attention queries and keys are rotated ("rope", "sin_rope")."""
+        return self.positional_embedding in ("rope", "sin_rope")
 
     @property
     def head_dim(self) -> int:

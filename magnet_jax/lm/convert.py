@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from magnet_jax.lm.config import LMConfig
+from magnet_jax.lm.config import POSITIONAL_EMBEDDINGS, LMConfig
 from magnet_jax.lm.model import MagnetLM
 
 CONDITION_PREFIX = "condition_provider."
@@ -82,7 +82,7 @@ def _get(tree: Mapping, dotted: str, default: Any = None) -> Any:
 _SUPPORTED = (
     ("transformer_lm.norm_first", True), ("transformer_lm.bias_ff", False),
     ("transformer_lm.bias_attn", False), ("transformer_lm.bias_proj", False),
-    ("transformer_lm.layer_scale", None), ("transformer_lm.positional_embedding", "sin"),
+    ("transformer_lm.layer_scale", None), ("transformer_lm.xpos", False),
     ("transformer_lm.qk_layer_norm", False), ("transformer_lm.qk_layer_norm_cross", False),
     ("transformer_lm.kv_repeat", 1), ("transformer_lm.norm", "layer_norm"),
     ("transformer_lm.activation", "gelu"), ("transformer_lm.causal", False),
@@ -95,6 +95,9 @@ def lm_config_from_xp(xp: Mapping, frame_rate: int | None = None, **overrides) -
     (audiocraft takes it from the compression model)."""
     problems = [f"{key}={_get(xp, key)!r} (supported: {want!r})"
                 for key, want in _SUPPORTED if _get(xp, key, want) != want]
+    positional = _get(xp, "transformer_lm.positional_embedding", "sin")
+    if positional not in POSITIONAL_EMBEDDINGS:
+        problems.append(f"transformer_lm.positional_embedding={positional!r} (supported: {POSITIONAL_EMBEDDINGS})")
     fuse_other = [m for m in ("sum", "prepend", "input_interpolate") if _get(xp, f"fuser.{m}")]
     if fuse_other:
         problems.append(f"fuser methods {fuse_other} (only cross-attention conditioning is supported)")
@@ -112,6 +115,9 @@ def lm_config_from_xp(xp: Mapping, frame_rate: int | None = None, **overrides) -
         frame_rate=int(frame_rate or lm.get("compression_model_framerate", 50)),
         segment_duration=float(_get(xp, "dataset.segment_duration", 10)),
         cross_attention=bool(lm.get("cross_attention", True)),
+        positional_embedding=str(lm.get("positional_embedding", "sin")),
+        max_period=float(lm.get("max_period", 10_000.0)),
+        positional_scale=float(lm.get("positional_scale", 1.0)),
     )
     return cfg.replace(**overrides) if overrides else cfg
 
@@ -134,7 +140,29 @@ def _expected_shapes(cfg: LMConfig) -> dict[str, tuple[int, ...]]:
         for n in norms:
             shapes[p + f"{n}.weight"] = (D,)
             shapes[p + f"{n}.bias"] = (D,)
+    shapes |= {k: (cfg.head_dim // 2,) for k in _rope_buffer_keys(cfg)}
     return shapes
+
+
+def _rope_buffer_keys(cfg: LMConfig) -> list[str]:
+    """audiocraft saves RoPE's frequency buffer in the state dict: once on the transformer and
+    once per self-attention (all the same tensor)."""
+    if not cfg.uses_rope:
+        return []
+    return ["transformer.rope.frequencies"] + [f"transformer.layers.{i}.self_attn.rope.frequencies"
+                                               for i in range(cfg.num_layers)]
+
+
+def check_rope_buffers(state: Mapping[str, np.ndarray], cfg: LMConfig) -> None:
+    """The saved RoPE frequencies are not parameters (we recompute them from ``max_period``), but
+    they must agree with the config, or the checkpoint was trained with another max_period."""
+    want = 1.0 / (cfg.max_period ** (np.arange(0, cfg.head_dim, 2, dtype=np.float64) / cfg.head_dim))
+    wrong = [k for k in _rope_buffer_keys(cfg)
+             if not np.allclose(np.asarray(state[k], np.float64), want, rtol=1e-3, atol=0)]
+    if wrong:
+        raise CheckpointError(f"RoPE frequencies in {wrong[0]} (and {len(wrong) - 1} more) do not match "
+                              f"max_period={cfg.max_period} and head_dim={cfg.head_dim} of the config: "
+                              f"set transformer_lm.max_period in xp.cfg (or pass cfg=) to the value it was trained with")
 
 
 def check_keys(state: Mapping[str, np.ndarray], cfg: LMConfig) -> None:
@@ -159,6 +187,7 @@ def check_keys(state: Mapping[str, np.ndarray], cfg: LMConfig) -> None:
 def to_params(state: Mapping[str, np.ndarray], cfg: LMConfig) -> dict:
     """audiocraft key layout -> our nested parameter dict (pure numpy, float32)."""
     check_keys(state, cfg)
+    check_rope_buffers(state, cfg)
     D, H, Dh, L = cfg.dim, cfg.num_heads, cfg.head_dim, cfg.num_layers
 
     def layers(fmt: str, fn=lambda w: w) -> np.ndarray:

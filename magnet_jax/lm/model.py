@@ -1,6 +1,7 @@
 """The MAGNeT language model: K codebook embeddings, a pre-norm transformer, K output heads.
 
-    x = sum_k emb[k](codes[:, k]) + sinusoidal(positions)        (mask id = card: one extra row)
+    x = sum_k emb[k](codes[:, k]) + sinusoidal(positions)        (mask id = card: one extra row;
+                                                                  RoPE configs rotate q, k instead)
     h = out_norm(Transformer(x, band bias for stages > 0, text condition))
     logits[:, k] = h @ linears[k]                                  [B, K, T, card]
 
@@ -35,15 +36,17 @@ class MagnetLM(nnx.Module):
 
     # -- pieces ---------------------------------------------------------------------------
     def embed(self, codes: jax.Array) -> jax.Array:
-        """codes [B, K, T] -> summed codebook embeddings plus positions [B, T, D] (compute dtype)."""
+        """codes [B, K, T] -> summed codebook embeddings plus positions [B, T, D] (compute dtype).
+        With ``positional_embedding="rope"`` positions enter in self-attention instead."""
         cfg = self.cfg
         B, K, T = codes.shape
         if K != cfg.n_q:
             raise ValueError(f"codes have {K} codebooks, the model expects n_q={cfg.n_q}")
         tables = self.emb[...]
         x = sum(jnp.take(tables[k], codes[:, k], axis=0) for k in range(K))
-        pos = sinusoidal_embedding(jnp.arange(T), cfg.dim, cfg.max_period)
-        x = x + cfg.positional_scale * pos[None]
+        if cfg.uses_sin:
+            pos = sinusoidal_embedding(jnp.arange(T), cfg.dim, cfg.max_period)
+            x = x + cfg.positional_scale * pos[None]
         return constrain(x.astype(cfg.dtype), "batch", "length", "act_embed")
 
     def attention_bias(self, stage: int | jax.Array, length: int) -> "jax.Array | LocalBand | None":

@@ -17,7 +17,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from magnet_jax.modules.embedding import rotary_embedding
 from magnet_jax.modules.layers import param, truncated_normal, uniform, gaussian_std
+
+
+@dataclasses.dataclass(frozen=True)
+class Rope:
+    """Static RoPE settings of a self-attention (``LMConfig.max_period``, ``positional_scale``)."""
+    max_period: float = 10_000.0
+    scale: float = 1.0
 
 
 def band_bias(length: int, context: int, dtype=jnp.float32) -> jax.Array:
@@ -83,8 +91,10 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
 class SelfAttention(nnx.Module):
     """Self-attention with one packed q|k|v projection and no biases."""
 
-    def __init__(self, dim: int, num_heads: int, *, depth: int | None, rngs: nnx.Rngs):
+    def __init__(self, dim: int, num_heads: int, *, depth: int | None, rngs: nnx.Rngs,
+                 rope: Rope | None = None):
         head_dim = dim // num_heads
+        self.rope = rope
         # audiocraft leaves in_proj at torch's Linear default (it is not an nn.Linear child).
         self.in_proj = param(rngs, uniform(1.0 / math.sqrt(dim)), (dim, 3, num_heads, head_dim),
                              ("embed", "qkv", "heads", "kv"))
@@ -92,11 +102,13 @@ class SelfAttention(nnx.Module):
                               ("heads", "kv", "embed"))
 
     def __call__(self, x: jax.Array, bias: "jax.Array | LocalBand | None") -> jax.Array:
-        qkv = jnp.einsum("btd,dchk->cbthk", x, self.in_proj[...].astype(x.dtype))
+        q, k, v = jnp.einsum("btd,dchk->cbthk", x, self.in_proj[...].astype(x.dtype))
+        if self.rope is not None:
+            q, k = (rotary_embedding(t, self.rope.max_period, self.rope.scale) for t in (q, k))
         if isinstance(bias, LocalBand):
-            out = band_window_attention(qkv[0], qkv[1], qkv[2], bias)
+            out = band_window_attention(q, k, v, bias)
         else:
-            out = dot_product_attention(qkv[0], qkv[1], qkv[2], bias)
+            out = dot_product_attention(q, k, v, bias)
         return jnp.einsum("bthk,hkd->btd", out, self.out_proj[...].astype(x.dtype))
 
 

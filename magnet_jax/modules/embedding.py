@@ -1,7 +1,15 @@
-"""Sinusoidal positional embedding, exactly as audiocraft's ``create_sin_embedding``.
+"""Positional embeddings, exactly as audiocraft's: the sinusoid added to the input
+(``create_sin_embedding``) and rotary embeddings of self-attention queries and keys
+(``RotaryEmbedding``, without xPos).
 
-Note the ``half - 1`` in the exponent (not ``half``): phase_i = pos / max_period ** (i / (half - 1)).
-The layout is [cos(phase), sin(phase)] concatenated, not interleaved.
+Sinusoid: note the ``half - 1`` in the exponent (not ``half``): phase_i = pos / max_period **
+(i / (half - 1)). The layout is [cos(phase), sin(phase)] concatenated, not interleaved.
+
+RoPE: channel pairs are *interleaved* (2i, 2i+1), read as the complex number x_2i + j x_2i+1 and
+multiplied by scale * exp(j pos / max_period ** (2i / head_dim)) + (1 - scale), so
+positional_scale 0 turns it off and 1 is a pure rotation. A query-key product then depends on
+positions only through their difference: the property that lets a small model copy from a fixed
+offset (e.g. one pitch period earlier in the token stream).
 """
 from __future__ import annotations
 
@@ -17,3 +25,19 @@ def sinusoidal_embedding(positions: jax.Array, dim: int, max_period: float = 10_
     i = jnp.arange(half, dtype=jnp.float32)
     phase = positions.astype(jnp.float32)[..., None] / (jnp.float32(max_period) ** (i / (half - 1)))
     return jnp.concatenate([jnp.cos(phase), jnp.sin(phase)], axis=-1)
+
+
+def rotary_embedding(x: jax.Array, max_period: float = 10_000.0, scale: float = 1.0) -> jax.Array:
+    """Rotate queries or keys x [B, T, H, Dh] by their position 0..T-1 (computed in float32,
+    returned in x's dtype)."""
+    B, T, H, Dh = x.shape
+    if Dh % 2:
+        raise ValueError(f"RoPE needs an even head dim, got {Dh}")
+    freqs = 1.0 / (jnp.float32(max_period) ** (jnp.arange(0, Dh, 2, dtype=jnp.float32) / Dh))
+    angles = jnp.arange(T, dtype=jnp.float32)[:, None] * freqs                  # [T, Dh/2]
+    cos = scale * jnp.cos(angles)[None, :, None] + (1.0 - scale)
+    sin = scale * jnp.sin(angles)[None, :, None]
+    pairs = x.astype(jnp.float32).reshape(B, T, H, Dh // 2, 2)
+    re, im = pairs[..., 0], pairs[..., 1]
+    out = jnp.stack([re * cos - im * sin, re * sin + im * cos], axis=-1)
+    return out.reshape(x.shape).astype(x.dtype)

@@ -2,7 +2,8 @@
 
 One layer (audiocraft's ``StreamingTransformerLayer`` with norm_first=True, no biases, no dropout):
 
-    x += SelfAttn(norm1(x), band)          # stages > 0: only +-subcodes_context frames
+    x += SelfAttn(norm1(x), band)          # stages > 0: only +-subcodes_context frames; q, k
+                                           # rotated when positional_embedding uses RoPE
     x += CrossAttn(norm_cross(x), condition)      # rows with the null condition skip this
     x += linear2(gelu_exact(linear1(norm2(x))))
 
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from magnet_jax.lm.config import LMConfig
-from magnet_jax.modules.attention import CrossAttention, SelfAttention
+from magnet_jax.modules.attention import CrossAttention, Rope, SelfAttention
 from magnet_jax.modules.layers import LayerNorm, gaussian_std, param, truncated_normal
 from magnet_jax.train.sharding import constrain
 
@@ -43,7 +44,8 @@ class FeedForward(nnx.Module):
 class TransformerLayer(nnx.Module):
     def __init__(self, cfg: LMConfig, *, depth, rngs: nnx.Rngs):
         self.norm1 = LayerNorm(cfg.dim, cfg.norm_eps)
-        self.self_attn = SelfAttention(cfg.dim, cfg.num_heads, depth=depth, rngs=rngs)
+        rope = Rope(cfg.max_period, cfg.positional_scale) if cfg.uses_rope else None
+        self.self_attn = SelfAttention(cfg.dim, cfg.num_heads, depth=depth, rngs=rngs, rope=rope)
         if cfg.cross_attention:
             self.norm_cross = LayerNorm(cfg.dim, cfg.norm_eps)
             self.cross_attention = CrossAttention(cfg.dim, cfg.num_heads, depth=depth, rngs=rngs)
