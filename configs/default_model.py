@@ -32,8 +32,9 @@ def get_config(variant: str = ""):
         raise ValueError(f"configs/default_model.py has no variants (got {variant!r}); use key=value overrides")
     return {
         "lm": LMConfig(dim=256, num_heads=4, num_layers=4, ffn_dim=1024, n_q=4, card=256,
-                       subcodes_context=5, span_len=3, frame_rate=100, segment_duration=5.0),
-        "train": TrainConfig(steps=2200, batch_size=8, log_every=25, eval_every=1100, eval_batches=8,
+                       subcodes_context=5, span_len=3, frame_rate=100, segment_duration=5.0,
+                       positional_embedding="rope"),
+        "train": TrainConfig(steps=2800, batch_size=8, log_every=25, eval_every=1400, eval_batches=8,
                              jit_init=False, checkpoint_every=200, keep_checkpoints=2,
                              stage_weights=(3.0, 1.0, 1.0, 1.0)),
         "optim": OptimConfig(optimizer="adamw", lr=1e-3, beta1=0.9, beta2=0.95, weight_decay=0.1,
