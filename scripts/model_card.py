@@ -62,7 +62,8 @@ def lm_lines(meta: dict, runs: Path) -> list[str]:
     lm, tc, oc, tx = meta["lm"], cfg["train"], cfg["optim"], cfg["text"]
     stages = " / ".join(f"{valid[f'ce_stage{k}']:.2f}" for k in range(lm["n_q"]) if f"ce_stage{k}" in valid)
     return [f"- LM: MAGNeT, dim {lm['dim']}, {lm['num_layers']} layers, {lm['num_heads']} heads, FFN {lm['ffn_dim']}, "
-            f"{lm['n_q']} codebooks x {lm['card']}, span {lm['span_len']}, restricted context {lm['subcodes_context']}; "
+            f"{lm['n_q']} codebooks x {lm['card']}, span {lm['span_len']}, restricted context {lm['subcodes_context']}, "
+            f"positional embedding {lm.get('positional_embedding', 'sin')}; "
             f"text: all-MiniLM-L6-v2 (frozen) through a trained projection, CFG dropout {tx['cfg_dropout']}, "
             f"word dropout {tx['word_dropout']}.",
             f"- Training: `configs/default_model.py`, {summary['step']} steps of batch {tc['batch_size']} x "
