@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the model that ships in magnet_jax/assets/default_model, from nothing, with the
-# project's own commands only (2 CPU cores: about two hours in all).
+# project's own commands only (2 CPU cores: about two and a half hours in all).
 #
 #   bash scripts/train_default_model.sh            # everything under runs/
 #   RUNS=/tmp/runs bash scripts/train_default_model.sh
