@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from magnet_jax.lm.config import POSITIONAL_EMBEDDINGS, LMConfig
+from magnet_jax.modules.embedding import rope_frequencies
 from magnet_jax.lm.model import MagnetLM
 
 CONDITION_PREFIX = "condition_provider."
@@ -156,7 +157,7 @@ def _rope_buffer_keys(cfg: LMConfig) -> list[str]:
 def check_rope_buffers(state: Mapping[str, np.ndarray], cfg: LMConfig) -> None:
     """The saved RoPE frequencies are not parameters (we recompute them from ``max_period``), but
     they must agree with the config, or the checkpoint was trained with another max_period."""
-    want = 1.0 / (cfg.max_period ** (np.arange(0, cfg.head_dim, 2, dtype=np.float64) / cfg.head_dim))
+    want = rope_frequencies(cfg.head_dim, cfg.max_period)
     wrong = [k for k in _rope_buffer_keys(cfg)
              if not np.allclose(np.asarray(state[k], np.float64), want, rtol=1e-3, atol=0)]
     if wrong:

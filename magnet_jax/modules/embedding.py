@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def sinusoidal_embedding(positions: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
@@ -27,13 +28,19 @@ def sinusoidal_embedding(positions: jax.Array, dim: int, max_period: float = 10_
     return jnp.concatenate([jnp.cos(phase), jnp.sin(phase)], axis=-1)
 
 
+def rope_frequencies(head_dim: int, max_period: float = 10_000.0) -> np.ndarray:
+    """RoPE's angular frequency of each channel pair: 1 / max_period ** (2i / head_dim) (float64;
+    audiocraft saves these as a buffer, which the converter checks against this)."""
+    return 1.0 / (max_period ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+
+
 def rotary_embedding(x: jax.Array, max_period: float = 10_000.0, scale: float = 1.0) -> jax.Array:
     """Rotate queries or keys x [B, T, H, Dh] by their position 0..T-1 (computed in float32,
     returned in x's dtype)."""
     B, T, H, Dh = x.shape
     if Dh % 2:
         raise ValueError(f"RoPE needs an even head dim, got {Dh}")
-    freqs = 1.0 / (jnp.float32(max_period) ** (jnp.arange(0, Dh, 2, dtype=jnp.float32) / Dh))
+    freqs = jnp.asarray(rope_frequencies(Dh, max_period), jnp.float32)
     angles = jnp.arange(T, dtype=jnp.float32)[:, None] * freqs                  # [T, Dh/2]
     cos = scale * jnp.cos(angles)[None, :, None] + (1.0 - scale)
     sin = scale * jnp.sin(angles)[None, :, None]
