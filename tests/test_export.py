@@ -32,7 +32,8 @@ def workdirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     corpus = write_corpus(root / "synth", 4, duration=0.5, sample_rate=8000, seed=5, progress=False).parent
     cfg = micro_config()
-    cfg["codec"] = dataclasses.replace(cfg["codec"], ratios=(5, 8))
+    cfg["codec"] = dataclasses.replace(cfg["codec"], ratios=(5, 8), encoder="spectrogram",
+                                       decoder="oscillators")  # as the default model
     cfg["data"] = dataclasses.replace(cfg["data"], dir=str(corpus), segment_duration=0.1, valid_percent=0.0)
     cfg["train"] = dataclasses.replace(cfg["train"], steps=2, batch_size=2, checkpoint_every=2, eval_every=0,
                                        progress=False)
@@ -62,6 +63,7 @@ def test_exported_folder_holds_the_trained_weights_and_generates(workdirs, tmp_p
         np.testing.assert_array_equal(a, b)
     meta = json.loads((tmp_path / "model" / "magnet.json").read_text())
     assert meta["text"]["encoder"] == "minilm" and meta["trained"] == {"lm_step": 2, "ema": True}
+    assert meta["codec"]["encoder"] == "spectrogram" and model.codec.cfg.encoder == "spectrogram"
     out = model.generate(["an organ melody", "drums"], seed=0)
     assert out.tokens.shape[:2] == (2, 2) and out.audio.shape[:2] == (2, 1)
     assert np.all(np.isfinite(out.audio))

@@ -13,6 +13,8 @@ from typing import Any
 PAD_MODES = ("constant", "reflect")
 NORMS = ("weight_norm", "none")
 FINAL_ACTIVATIONS = (None, "Tanh")
+ENCODERS = ("seanet", "spectrogram")
+DECODERS = ("seanet", "oscillators")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +46,12 @@ class EncodecConfig:
     final_activation: str | None = None
     n_q: int = 4
     bins: int = 2048
+    # "seanet": the released codecs' waveform encoder; "spectrogram": log STFT magnitudes only
+    # (magnet_jax.codec.spectrogram_encoder), for phase-invariant tokens in our own small codecs
+    encoder: str = "seanet"
+    # "seanet": the released codecs' decoder; "oscillators": gains of a fixed bank of sinusoids and
+    # noise bands (magnet_jax.codec.oscillator_decoder), the partner of the spectrogram encoder
+    decoder: str = "seanet"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ratios", tuple(int(r) for r in self.ratios))
@@ -52,6 +60,10 @@ class EncodecConfig:
             problems.append(f"pad_mode={self.pad_mode!r} (use one of {PAD_MODES})")
         if self.norm not in NORMS:
             problems.append(f"norm={self.norm!r} (use one of {NORMS})")
+        if self.encoder not in ENCODERS:
+            problems.append(f"encoder={self.encoder!r} (use one of {ENCODERS})")
+        if self.decoder not in DECODERS:
+            problems.append(f"decoder={self.decoder!r} (use one of {DECODERS})")
         if self.final_activation not in FINAL_ACTIVATIONS:
             problems.append(f"final_activation={self.final_activation!r} (use one of {FINAL_ACTIVATIONS})")
         for name in ("sample_rate", "channels", "dimension", "n_filters", "kernel_size", "last_kernel_size",

@@ -16,6 +16,8 @@ from flax import nnx
 from magnet_jax.codec.config import EncodecConfig
 from magnet_jax.codec.quantizer import ResidualVectorQuantizer
 from magnet_jax.codec.seanet import SEANetDecoder, SEANetEncoder
+from magnet_jax.codec.oscillator_decoder import OscillatorDecoder
+from magnet_jax.codec.spectrogram_encoder import SpectrogramEncoder
 
 
 def _is_concrete(x) -> bool:
@@ -30,8 +32,9 @@ class Encodec(nnx.Module):
         if not isinstance(cfg, EncodecConfig):
             raise TypeError(f"Encodec needs an EncodecConfig (see magnet_jax.codec.codec_config), got {type(cfg)}")
         self.cfg = cfg
-        self.encoder = SEANetEncoder(cfg, rngs=rngs)
-        self.decoder = SEANetDecoder(cfg, rngs=rngs)
+        encoder = SpectrogramEncoder if cfg.encoder == "spectrogram" else SEANetEncoder
+        self.encoder = encoder(cfg, rngs=rngs)
+        self.decoder = (OscillatorDecoder if cfg.decoder == "oscillators" else SEANetDecoder)(cfg, rngs=rngs)
         self.quantizer = ResidualVectorQuantizer(cfg.n_q, cfg.bins, cfg.dimension, rngs=rngs)
 
     # --- the reference's CompressionModel properties ---------------------------------------
