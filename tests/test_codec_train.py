@@ -289,3 +289,21 @@ def test_log_mel_loss_of_a_scaled_signal_is_twice_the_log_gain_per_scale():
     got = float(L.log_mel(jnp.asarray(gain * x), jnp.asarray(x), sr, cfg))
     assert got == pytest.approx(expected, rel=1e-4), (got, expected)
     assert float(L.log_mel(jnp.asarray(x), jnp.asarray(x), sr, cfg)) == 0.0
+
+
+def test_token_statistics_match_a_hand_count():
+    from magnet_jax.codec.training.evaluate import token_statistics
+    codes = np.array([[[1, 1, 1, 2], [0, 1, 2, 3]],
+                      [[2, 2, 3, 3], [3, 3, 3, 3]]])          # [B=2, K=2, T=4]
+    first, second = token_statistics(codes, cardinality=4)
+    # codebook 0: repeats 1-1, 1-1, 2-2, 3-3 of 6 transitions; tokens 1 x3, 2 x3, 3 x2 of 8
+    assert first["repeat_previous"] == pytest.approx(4 / 6) and first["codes_used"] == 3
+    p = np.array([3, 3, 2]) / 8
+    assert first["entropy_nats"] == pytest.approx(-(p * np.log(p)).sum())
+    # codebook 1: no repeats in the first row, three in the second; tokens 0, 1, 2 once, 3 five times
+    assert second["repeat_previous"] == pytest.approx(3 / 6) and second["codes_used"] == 4
+    p = np.array([1, 1, 1, 5]) / 8
+    assert second["entropy_nats"] == pytest.approx(-(p * np.log(p)).sum())
+    assert first["max_entropy_nats"] == pytest.approx(np.log(4))
+    with pytest.raises(ValueError, match="T >= 2"):
+        token_statistics(codes[:, :, :1], 4)

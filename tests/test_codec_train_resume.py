@@ -78,3 +78,24 @@ def test_a_run_from_before_a_new_loss_field_resumes_while_it_keeps_its_default(t
     changed = {"losses": dataclasses.asdict(LossConfig(log_mel=1.0))}
     with pytest.raises(ValueError, match="log_mel: None -> 1.0"):
         check_or_write_run_config(tmp_path, changed, ("losses",), field_defaults(config))
+
+
+@pytest.mark.parametrize("encoder,decoder", [("seanet", "seanet"), ("spectrogram", "oscillators")])
+def test_eval_codec_reports_reconstruction_and_token_statistics(corpus, tmp_path, encoder, decoder):
+    """``magnet-jax eval-codec`` on a finished run: a row per n_q, the tokens' statistics per
+    codebook, the spectrogram PNG; for both encoder / decoder pairs (training included)."""
+    from magnet_jax.cli import run
+    cfg = run_config(corpus)
+    cfg["codec"] = dataclasses.replace(cfg["codec"], encoder=encoder, decoder=decoder)
+    cfg["data"] = dataclasses.replace(cfg["data"], valid_percent=50.0)
+    cfg["train"] = dataclasses.replace(cfg["train"], steps=2, checkpoint_every=2)
+    train_codec(cfg, tmp_path / "run")
+    assert run(None, ["eval-codec", "--workdir", str(tmp_path / "run"), "--out", str(tmp_path / "eval"),
+                "--clips", "2", "--duration", "0.2", "--no-music"]) == 0
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert [r["n_q"] for r in report["rows"]] == [1, 2] and report["clips"] == 2
+    assert [t["codebook"] for t in report["tokens"]] == [0, 1]
+    for t in report["tokens"]:
+        assert 0.0 <= t["repeat_previous"] <= 1.0 and 1 <= t["codes_used"] <= 8
+        assert 0.0 <= t["entropy_nats"] <= t["max_entropy_nats"] + 1e-9
+    assert (tmp_path / "eval" / "spectrograms.png").is_file()

@@ -11,6 +11,12 @@ Metrics per clip, averaged, for each ``n_q`` in 1..K:
   4 %) recovered from the reconstruction equal the labels, next to the same rates for the
   originals (``n_q = 0`` in the table means the original audio).
 
+``token_statistics`` describes the tokens themselves, per codebook: how often a frame's token
+repeats the previous frame's, and the unigram entropy. They say how hard the tokens are for a
+language model before one is trained: the SEANet tiny codec's first codebook repeats 13 % of the
+time, so a held note is not a run of one token, and a masked LM predicted only 15 % of its tokens
+with 95 % of the rest visible.
+
 ``spectrogram_png`` draws log-mel spectrograms of one clip: original and each ``n_q`` reconstruction.
 """
 from __future__ import annotations
@@ -58,6 +64,24 @@ def evaluate(reconstruct: Callable, params: dict, audio: np.ndarray, n_q: int, s
             row.update(_music_row(y, audio, sample_rate, labels))
         rows.append(row)
     return rows, recons
+
+
+def token_statistics(codes: np.ndarray, cardinality: int) -> list[dict]:
+    """Per codebook of ``codes [B, K, T]``: ``repeat_previous`` (the fraction of frames t >= 1 whose
+    token equals frame t - 1's), ``entropy_nats`` of the tokens' unigram distribution (at most
+    ``log(cardinality)``) and ``codes_used`` (how many distinct tokens occur)."""
+    codes = np.asarray(codes)
+    if codes.ndim != 3 or codes.shape[-1] < 2:
+        raise ValueError(f"codes must be [B, K, T] with T >= 2 frames, got shape {codes.shape}")
+    rows = []
+    for k in range(codes.shape[1]):
+        c = codes[:, k]
+        p = np.bincount(c.ravel(), minlength=cardinality) / c.size
+        p = p[p > 0]
+        rows.append({"codebook": k, "repeat_previous": float(np.mean(c[:, 1:] == c[:, :-1])),
+                     "entropy_nats": float(-(p * np.log(p)).sum()), "codes_used": int(p.size),
+                     "max_entropy_nats": float(np.log(cardinality))})
+    return rows
 
 
 def _music_row(y: np.ndarray, audio: np.ndarray, sample_rate: int, labels: list[dict]) -> dict:

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from flax import nnx
 
 from magnet_jax.codec.training import data as D
 from magnet_jax.codec.training.config import load_workdir_config
-from magnet_jax.codec.training.evaluate import evaluate, spectrogram_png
+from magnet_jax.codec.training.evaluate import batched, evaluate, spectrogram_png, token_statistics
 from magnet_jax.codec.training.step import build_trainer
 from magnet_jax.train.checkpointing import Checkpoints
 from magnet_jax.train.loop import host, make_run_mesh
@@ -38,8 +39,6 @@ def restore_codec_params(workdir: str | Path, step: int | None = None) -> tuple[
 def trained_codec(workdir: str | Path, step: int | None = None):
     """(EncodecConfig, Encodec) of a train-codec workdir's checkpoint: an ordinary codec that
     tokenize, the pipeline and ``export`` use like a converted one."""
-    from flax import nnx
-
     from magnet_jax.codec.encodec import Encodec
     config, params, _, _ = restore_codec_params(workdir, step)
     model = Encodec(config["codec"], rngs=nnx.Rngs(0))
@@ -60,13 +59,15 @@ def evaluate_workdir(workdir: str | Path, out: str | Path, *, step: int | None =
     labels = labels if labels and all(lab is not None for lab in labels) else None
     rows, recons = evaluate(trainer.reconstruct, params, audio, cc.n_q, cc.sample_rate, config["losses"],
                             ec.batch_size, labels=labels, music=music)
+    encode = jax.jit(lambda p, a: nnx.merge(trainer.gen_graphdef, p).encode(a))
+    tokens = token_statistics(batched(lambda a: encode(params, a), audio, ec.batch_size), cc.bins)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     spectrogram_png(audio[0], {k: y[0] for k, y in recons.items()}, cc.sample_rate, out / "spectrograms.png",
                     title=f"{files[0]} (held out), step {step}")
     report = {"workdir": str(workdir), "step": step, "data": str(directory), "clips": len(files),
               "seconds_per_clip": audio.shape[-1] / cc.sample_rate,
-              "kbps_per_codebook": float(np.log2(cc.bins) * cc.frame_rate / 1000), "rows": rows,
+              "kbps_per_codebook": float(np.log2(cc.bins) * cc.frame_rate / 1000), "rows": rows, "tokens": tokens,
               "note": "n_q 0 = the original audio (key / tempo agreement of the input itself)"}
     (out / "eval.json").write_text(json.dumps(report, indent=1))
     return report
