@@ -28,14 +28,19 @@ def _rows(metrics: Path, split: str) -> list[dict]:
     return [r for r in map(json.loads, metrics.read_text().splitlines()) if r.get("split") == split]
 
 
+CODEC_WORKDIR, CODEC_CONFIG = "codec_osc", "configs/codec_oscillators.py"
+
+
 def codec_lines(runs: Path) -> list[str]:
-    cfg = _json(runs / "codec_tiny" / "config.json")
-    ev = _json(runs / "codec_tiny" / "eval" / "eval.json")
+    cfg = _json(runs / CODEC_WORKDIR / "config.json")
+    ev = _json(runs / CODEC_WORKDIR / "eval" / "eval.json")
     c = cfg["codec"]
-    lines = [f"- Codec: EnCodec trained from scratch with `configs/codec_tiny.py` ({c['sample_rate']} Hz mono, "
-             f"n_filters {c['n_filters']}, {c['n_q']} codebooks x {c['bins']}), {ev['step']} steps on "
-             f"`{Path(cfg['data']['dir']).name}` (1200 clips x 10 s). Held-out reconstruction ({ev['clips']} clips "
-             f"x {ev['seconds_per_clip']:g} s):", "",
+    hz = c["sample_rate"] / __import__("math").prod(c["ratios"])
+    lines = [f"- Codec: trained from scratch with `{CODEC_CONFIG}` ({c['sample_rate']} Hz mono, {hz:g} Hz frames, "
+             f"{c.get('encoder', 'seanet')} encoder, {c.get('decoder', 'seanet')} decoder, {c['n_q']} codebooks x "
+             f"{c['bins']}), {ev['step']} steps on `{Path(cfg['data']['dir']).name}` (1200 clips x 10 s). "
+             f"Held-out reconstruction ({ev['clips']} clips x {ev['seconds_per_clip']:g} s; SI-SNR means nothing "
+             f"for a decoder that makes its own phases):", "",
              "| codebooks | SI-SNR (dB) | mel distance | chroma cosine | key agrees | tempo agrees |",
              "|---|---|---|---|---|---|"]
     for r in ev["rows"]:
@@ -43,6 +48,10 @@ def codec_lines(runs: Path) -> list[str]:
         lines.append(f"| {name} | {r.get('sisnr', float('nan')):.2f} | {r.get('mel_distance', float('nan')):.3f} | "
                      f"{r.get('chroma_cosine', float('nan')):.3f} | {r['key_agree']:.2f} | {r['tempo_agree']:.2f} |"
                      .replace("nan", ""))
+    if ev.get("tokens"):
+        lines += ["", "Tokens: " + "; ".join(
+            f"codebook {t['codebook']} repeats the previous frame {_pct(t['repeat_previous'])}, entropy "
+            f"{t['entropy_nats']:.2f} nats" for t in ev["tokens"]) + "."]
     return lines + [""]
 
 
