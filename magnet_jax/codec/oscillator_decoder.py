@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 
 from magnet_jax.codec.config import EncodecConfig
-from magnet_jax.codec.seanet import SEANetResnetBlock
+from magnet_jax.codec.seanet import residual_stack
 from magnet_jax.modules.conv import StreamableConv1d
 from magnet_jax.modules.lstm import StreamableLSTM
 
@@ -119,8 +119,7 @@ class OscillatorDecoder(nnx.Module):
         conv = dict(causal=cfg.causal, pad_mode=cfg.pad_mode, norm=cfg.norm, rngs=rngs)
         self.conv_in = StreamableConv1d(cfg.dimension, width, 3, **conv)
         self.lstm = StreamableLSTM(width, cfg.lstm, rngs=rngs) if cfg.lstm else None
-        self.residuals = nnx.List([SEANetResnetBlock(cfg, width, cfg.dilation_base ** (j % 2), cfg.norm, rngs=rngs)
-                                   for j in range(2 * cfg.n_residual_layers)])
+        self.residuals = residual_stack(cfg, width, rngs)
         self.conv_out = StreamableConv1d(width, cfg.channels * self.num_bases, 3, **conv)
         self.conv_out.bias[...] = jnp.full_like(self.conv_out.bias[...], INITIAL_GAIN_BIAS)
 

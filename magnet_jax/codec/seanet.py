@@ -40,6 +40,13 @@ class SEANetResnetBlock(nnx.Module):
         return y + (x if self.shortcut is None else self.shortcut(x))
 
 
+def residual_stack(cfg: EncodecConfig, width: int, rngs: nnx.Rngs) -> nnx.List:
+    """``2 * n_residual_layers`` SEANet residual units at one width, dilations alternating 1 and
+    ``dilation_base``: the frame-rate body the spectrogram encoder and the oscillator decoder share."""
+    return nnx.List([SEANetResnetBlock(cfg, width, cfg.dilation_base ** (j % 2), cfg.norm, rngs=rngs)
+                     for j in range(2 * cfg.n_residual_layers)])
+
+
 class EncoderBlock(nnx.Module):
     """Residual units at width ``dim`` then ELU and a strided conv to ``2 * dim`` (downsample by ``ratio``)."""
 
