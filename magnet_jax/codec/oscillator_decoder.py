@@ -99,9 +99,12 @@ def synthesise(gains: jax.Array, hop: int, sample_rate: int) -> jax.Array:
     left = jnp.asarray(np.clip(-frac, 0, None), gains.dtype)     # weight of the previous frame
     right = jnp.asarray(np.clip(frac, 0, None), gains.dtype)     # weight of the next frame
     frames = basis(t, hop, sample_rate)                          # [T, hop, K]
-    y = (jnp.einsum("btck,tjk->btjc", gains, frames * (1 - left - right)[None, :, None])
-         + jnp.einsum("btck,tjk->btjc", prev, frames * left[None, :, None])
-         + jnp.einsum("btck,tjk->btjc", nxt, frames * right[None, :, None]))
+    # the weights depend on the sample within the hop only, so they scale each frame's sum of
+    # bases after the einsum rather than three weighted copies of the basis before it
+    def on_bases(g: jax.Array) -> jax.Array:                     # [B, T, C, K] -> [B, T, hop, C]
+        return jnp.einsum("btck,tjk->btjc", g, frames)
+    y = ((1 - left - right)[:, None] * on_bases(gains) + left[:, None] * on_bases(prev)
+         + right[:, None] * on_bases(nxt))
     return y.reshape(b, t * hop, c)
 
 
