@@ -93,6 +93,11 @@ class EncodecConfig:
         return self.sample_rate / self.hop_length
 
     @property
+    def bottleneck_width(self) -> int:
+        """Channels between the last strided block and the latent conv (where the LSTM runs)."""
+        return self.n_filters * 2 ** len(self.ratios)
+
+    @property
     def n_blocks(self) -> int:
         """First and last conv plus one block per ratio (audiocraft's count for norm disabling)."""
         return len(self.ratios) + 2

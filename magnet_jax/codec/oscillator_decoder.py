@@ -118,7 +118,7 @@ class OscillatorDecoder(nnx.Module):
     def __init__(self, cfg: EncodecConfig, *, rngs: nnx.Rngs):
         self.alpha, self.hop, self.sample_rate, self.channels = cfg.elu_alpha, cfg.hop_length, cfg.sample_rate, cfg.channels
         self.num_bases = oscillator_frequencies(cfg.sample_rate).size + NOISE_BANDS
-        width = cfg.n_filters * 2 ** len(cfg.ratios)
+        width = cfg.bottleneck_width
         conv = dict(causal=cfg.causal, pad_mode=cfg.pad_mode, norm=cfg.norm, rngs=rngs)
         self.conv_in = StreamableConv1d(cfg.dimension, width, 3, **conv)
         self.lstm = StreamableLSTM(width, cfg.lstm, rngs=rngs) if cfg.lstm else None

@@ -95,7 +95,7 @@ class SEANetEncoder(nnx.Module):
         dims = [cfg.n_filters * 2 ** i for i in range(len(cfg.ratios))]
         self.blocks = nnx.List([EncoderBlock(cfg, dim, ratio, norm_at(i + 2), rngs=rngs)
                                 for i, (dim, ratio) in enumerate(zip(dims, reversed(cfg.ratios)))])
-        width = cfg.n_filters * 2 ** len(cfg.ratios)
+        width = cfg.bottleneck_width
         self.lstm = StreamableLSTM(width, cfg.lstm, rngs=rngs) if cfg.lstm else None
         last_norm = "none" if off == cfg.n_blocks else cfg.norm
         self.conv_out = _conv(cfg, width, cfg.dimension, cfg.last_kernel_size, last_norm, rngs)
@@ -116,7 +116,7 @@ class SEANetDecoder(nnx.Module):
         off, n_blocks = cfg.disable_norm_outer_blocks, cfg.n_blocks
         self.alpha = cfg.elu_alpha
         self.final_activation = cfg.final_activation
-        width = cfg.n_filters * 2 ** len(cfg.ratios)
+        width = cfg.bottleneck_width
         self.conv_in = _conv(cfg, cfg.dimension, width, cfg.kernel_size,
                              "none" if off == n_blocks else cfg.norm, rngs)
         self.lstm = StreamableLSTM(width, cfg.lstm, rngs=rngs) if cfg.lstm else None

@@ -2,12 +2,12 @@
 
 Why: SEANet's waveform encoder sees the phase of every partial, so while one note is held its
 first-codebook tokens cycle with the pitch period (the tiny codec repeated the previous frame's
-token only 12 % of the time, and the LM could not predict a masked token from all the others:
+token only 13.9 % of the time, and the LM could not predict a masked token from all the others:
 held-out accuracy 15 % with 95 % of the tokens visible). A masked model samples many tokens at
 once, and with tokens that carry phase a sample is noise. Reading log magnitudes, the encoder
-cannot see phase, so a held note is a run of one token and the decoder (trained on spectral
-losses only) invents a consistent phase, as a vocoder does. For our own small codecs only: the
-released EnCodec checkpoints all use ``encoder="seanet"``.
+cannot see phase, so a held note is a run of one token (71.2 % repeats); its partner, the
+oscillator decoder (``oscillator_decoder``), supplies the phase from fixed running oscillators.
+For our own small codecs only: the released EnCodec checkpoints all use ``encoder="seanet"``.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ class SpectrogramEncoder(nnx.Module):
         self.alpha = cfg.elu_alpha
         self.hop, self.sample_rate = cfg.hop_length, cfg.sample_rate
         features = cfg.channels * (WINDOW_HOPS * self.hop // 2 + 1 + bass_bins(self.hop, self.sample_rate))
-        width = cfg.n_filters * 2 ** len(cfg.ratios)
+        width = cfg.bottleneck_width
         conv = dict(causal=cfg.causal, pad_mode=cfg.pad_mode, norm=cfg.norm, rngs=rngs)
         self.conv_in = StreamableConv1d(features, width, 3, **conv)
         self.residuals = residual_stack(cfg, width, rngs)
