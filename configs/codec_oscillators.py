@@ -37,8 +37,9 @@ def get_config(variant: str = ""):
     if variant:
         raise ValueError(f"configs/codec_oscillators.py has no variants (got {variant!r}); use key=value overrides")
     config = tiny_config()
-    config["codec"] = config["codec"].replace(ratios=(8, 5, 4, 2), encoder="spectrogram", decoder="oscillators")
-    config["losses"] = dataclasses.replace(config["losses"], l1=0.0, msspec_range_start=8, msspec_range_end=12,
+    config["codec"] = config["codec"].replace(ratios=(8, 5, 4, 2), encoder="spectrogram", decoder="oscillators",
+                                               oscillators_per_semitone=1)
+    config["losses"] = dataclasses.replace(config["losses"], l1=0.0, pitch=1.0, msspec_range_start=8, msspec_range_end=12,
                                            log_mel_windows=(256, 512, 1024, 2048, 4096),
                                            log_mel_n_mels=(40, 80, 160, 320, 640))
     config["train"] = dataclasses.replace(config["train"], steps=3000)

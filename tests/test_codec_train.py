@@ -307,3 +307,39 @@ def test_token_statistics_match_a_hand_count():
     assert first["max_entropy_nats"] == pytest.approx(np.log(4))
     with pytest.raises(ValueError, match="T >= 2"):
         token_statistics(codes[:, :, :1], 4)
+
+
+def test_pitch_loss_of_a_scaled_signal_is_twice_the_log_gain():
+    """Closed form: y = g x multiplies every STFT magnitude by g, so the L1 of 2 log10(mag) is
+    2 log10(g) wherever both sides are above the floor (unit-variance noise and an 80 dB range:
+    every bin is)."""
+    from magnet_jax.codec.training.config import LossConfig
+    sr, gain = 16000, 10.0
+    x = np.random.default_rng(0).normal(size=(2, 1, 16000)).astype(np.float32)
+    cfg = LossConfig(pitch=1.0, pitch_range_db=80.0)
+    got = float(L.pitch(jnp.asarray(gain * x), jnp.asarray(x), sr, cfg))
+    assert got == pytest.approx(2 * np.log10(gain), rel=1e-4)
+    assert float(L.pitch(jnp.asarray(x), jnp.asarray(x), sr, cfg)) == 0.0
+
+
+def test_pitch_loss_charges_a_wrong_semitone_more_than_a_wrong_level_and_ignores_what_lies_above_f_max():
+    """A2 (110 Hz) against B-flat 2 (116.5 Hz): 6.5 Hz apart, inside one Hann main lobe of a
+    4096-sample window at 16 kHz (+-7.8 Hz) but 3.3 bins apart at 8192 samples. The pitch loss
+    charges that semitone more than playing A2 6 dB too loud. A tone added at 2 kHz lies above
+    ``pitch_f_max`` (1 kHz), and its Hann leakage that far down is under the floor."""
+    from magnet_jax.codec.training.config import LossConfig
+    sr = 16000
+    t = np.arange(sr) / sr
+    tone = lambda hz: (0.5 * np.sin(2 * np.pi * hz * t)).astype(np.float32)[None, None]
+    cfg = LossConfig(pitch=1.0)
+    a2, b_flat2 = tone(110.0), tone(110.0 * 2 ** (1 / 12))
+    wrong_note = float(L.pitch(jnp.asarray(b_flat2), jnp.asarray(a2), sr, cfg))
+    too_loud = float(L.pitch(jnp.asarray(2 * a2), jnp.asarray(a2), sr, cfg))
+    assert wrong_note > 3 * too_loud > 0
+    assert float(L.pitch(jnp.asarray(a2 + tone(2000.0)), jnp.asarray(a2), sr, cfg)) < 1e-6
+
+
+def test_pitch_loss_settings_are_checked():
+    from magnet_jax.codec.training.config import LossConfig
+    with pytest.raises(ValueError, match="pitch_range_db > 0"):
+        LossConfig(pitch=1.0, pitch_range_db=0.0)

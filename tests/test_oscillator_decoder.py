@@ -20,6 +20,29 @@ def test_the_grid_is_quarter_semitones_through_a440():
     assert f[-1] < 0.95 * SR / 2 <= f[-1] * 2 ** (1 / 48)
 
 
+def test_the_semitone_grid_is_the_equal_tempered_notes_from_e1():
+    f = O.oscillator_frequencies(SR, per_semitone=1)
+    midi = 69 + 12 * np.log2(f / 440.0)
+    np.testing.assert_allclose(midi, np.arange(28, 28 + f.size), atol=1e-9)    # E1, F1, ... every note
+    assert f[-1] < 0.95 * SR / 2 <= f[-1] * 2 ** (1 / 12)
+
+
+def test_a_semitone_codec_synthesises_on_its_own_grid():
+    """The decoder reads ``oscillators_per_semitone`` from the codec config: its bases are the
+    semitone grid and the noise bands, and one gain on A4 decodes to that sinusoid."""
+    cfg = codec_config("encodec_16khz", n_filters=4, dimension=8, lstm=1, n_q=2, bins=16,
+                       encoder="spectrogram", decoder="oscillators", oscillators_per_semitone=1)
+    decoder = Encodec(cfg, rngs=nnx.Rngs(0)).decoder
+    f = O.oscillator_frequencies(SR, per_semitone=1)
+    assert decoder.num_bases == f.size + O.NOISE_BANDS
+    gains = np.zeros((1, 4, 1, decoder.num_bases), np.float32)
+    gains[..., 69 - 28] = 0.5
+    y = np.asarray(O.synthesise(jnp.asarray(gains), HOP, SR, decoder.per_semitone))[0, :, 0]
+    n = np.arange(4 * HOP)
+    np.testing.assert_allclose(y, 0.5 * np.sin(2 * np.pi * 440.0 * n / SR + O.oscillator_phases(f.size)[69 - 28]),
+                               atol=2e-5)
+
+
 def test_a_constant_gain_is_one_exact_sinusoid_even_after_a_minute():
     k, g, frames = 165, 0.7, 3000                  # 440 Hz (MIDI 69 = 28 + 165 / 4), 60 s
     f = O.oscillator_frequencies(SR)

@@ -52,6 +52,10 @@ class EncodecConfig:
     # "seanet": the released codecs' decoder; "oscillators": gains of a fixed bank of sinusoids and
     # noise bands (magnet_jax.codec.oscillator_decoder), the partner of the spectrogram encoder
     decoder: str = "seanet"
+    # the oscillator decoder's grid: 4 = quarter semitones; 1 = equal-tempered semitones only, for
+    # equal-tempered material (the spectral losses cannot tell a quarter tone apart in the bass,
+    # and a decoder left free to detune spreads each note over two pitch classes)
+    oscillators_per_semitone: int = 4
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ratios", tuple(int(r) for r in self.ratios))
@@ -67,7 +71,8 @@ class EncodecConfig:
         if self.final_activation not in FINAL_ACTIVATIONS:
             problems.append(f"final_activation={self.final_activation!r} (use one of {FINAL_ACTIVATIONS})")
         for name in ("sample_rate", "channels", "dimension", "n_filters", "kernel_size", "last_kernel_size",
-                     "residual_kernel_size", "dilation_base", "compress", "n_q", "bins"):
+                     "residual_kernel_size", "dilation_base", "compress", "n_q", "bins",
+                     "oscillators_per_semitone"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name}={getattr(self, name)} (must be >= 1)")
         if not self.ratios or any(r < 1 for r in self.ratios):

@@ -4,7 +4,8 @@ Why: with a phase-blind encoder (``spectrogram_encoder``) the latent of a held n
 from frame to frame, and a convolutional upsampler fed a constant input repeats itself every hop,
 so SEANet's decoder, trained on spectral losses only, renders every note as a comb of hop-rate
 harmonics (held-out chroma cosine 0.44 after 400 steps). Here the phase lives in the basis
-instead: oscillators run continuously on a quarter-semitone grid (equal temperament, A = 440 Hz)
+instead: oscillators run continuously on an equal-tempered grid (A = 440 Hz; quarter semitones or
+semitones, ``EncodecConfig.oscillators_per_semitone``)
 from ``LOWEST_MIDI`` to just under Nyquist, beside ``NOISE_BANDS`` bands of a fixed noise, and the
 network only predicts their gains. A constant latent is then a steady tone, and every gain is a
 smooth function of the spectrum, which a spectral loss teaches quickly. This is a DDSP-style
@@ -23,7 +24,6 @@ from magnet_jax.codec.seanet import residual_stack
 from magnet_jax.modules.conv import StreamableConv1d
 from magnet_jax.modules.lstm import StreamableLSTM
 
-STEPS_PER_SEMITONE = 4
 LOWEST_MIDI = 28.0                   # 41.2 Hz: below the corpus' lowest bass note and kick sweep
 NOISE_BANDS = 24
 NOISE_PERIOD_S = 2.0                 # the fixed noise repeats after this long
@@ -39,10 +39,10 @@ def exp_sigmoid(x: jax.Array) -> jax.Array:
     return MAX_GAIN * jax.nn.sigmoid(x) ** np.log(10.0) + 1e-7
 
 
-def oscillator_frequencies(sample_rate: int) -> np.ndarray:
-    """Hz of every oscillator: the quarter-semitone grid from LOWEST_MIDI up to 0.95 * Nyquist."""
+def oscillator_frequencies(sample_rate: int, per_semitone: int = 4) -> np.ndarray:
+    """Hz of every oscillator: ``per_semitone`` steps a semitone from LOWEST_MIDI up to 0.95 * Nyquist."""
     top = 69 + 12 * np.log2(0.95 * sample_rate / 2 / 440.0)
-    midi = np.arange(LOWEST_MIDI, top, 1.0 / STEPS_PER_SEMITONE)
+    midi = np.arange(LOWEST_MIDI, top, 1.0 / per_semitone)
     return 440.0 * 2.0 ** ((midi - 69) / 12)
 
 
@@ -68,14 +68,14 @@ def band_noise(sample_rate: int) -> jax.Array:
     return bands / jnp.sqrt(jnp.mean(bands ** 2, axis=0, keepdims=True))
 
 
-def basis(num_frames: int, hop: int, sample_rate: int) -> jax.Array:
+def basis(num_frames: int, hop: int, sample_rate: int, per_semitone: int = 4) -> jax.Array:
     """``[num_frames, hop, oscillators + NOISE_BANDS]``: every basis signal, cut into frames.
 
     Each oscillator's phase at a frame start is reduced modulo one cycle in float64 on the host
     (the shapes are static), so a long clip keeps phases exact where float32 sample counts would
     drift by degrees after tens of seconds.
     """
-    freqs = oscillator_frequencies(sample_rate)
+    freqs = oscillator_frequencies(sample_rate, per_semitone)
     cycles_at_frame = np.mod(np.outer(np.arange(num_frames) * hop, freqs) / sample_rate, 1.0)   # [T, K]
     cycles_in_frame = np.mod(np.outer(np.arange(hop), freqs) / sample_rate, 1.0)                # [hop, K]
     start = (2 * np.pi * cycles_at_frame + oscillator_phases(freqs.size)).astype(np.float32)
@@ -85,8 +85,8 @@ def basis(num_frames: int, hop: int, sample_rate: int) -> jax.Array:
     return jnp.concatenate([tones, noise], axis=2)
 
 
-def synthesise(gains: jax.Array, hop: int, sample_rate: int) -> jax.Array:
-    """Gains ``[B, T, channels, bases]`` -> audio ``[B, T * hop, channels]``.
+def synthesise(gains: jax.Array, hop: int, sample_rate: int, per_semitone: int = 4) -> jax.Array:
+    """Gains ``[B, T, channels, bases]`` -> audio ``[B, T * hop, channels]`` (bases as ``basis``).
 
     Frame t's gains hold at the centre of its hop; between centres they are interpolated
     linearly (and held flat before the first and after the last), so a gain change is a ramp
@@ -98,7 +98,7 @@ def synthesise(gains: jax.Array, hop: int, sample_rate: int) -> jax.Array:
     nxt = jnp.concatenate([gains[:, 1:], gains[:, -1:]], axis=1)
     left = jnp.asarray(np.clip(-frac, 0, None), gains.dtype)     # weight of the previous frame
     right = jnp.asarray(np.clip(frac, 0, None), gains.dtype)     # weight of the next frame
-    frames = basis(t, hop, sample_rate)                          # [T, hop, K]
+    frames = basis(t, hop, sample_rate, per_semitone)            # [T, hop, K]
     # the weights depend on the sample within the hop only, so they scale each frame's sum of
     # bases after the einsum rather than three weighted copies of the basis before it
     def on_bases(g: jax.Array) -> jax.Array:                     # [B, T, C, K] -> [B, T, hop, C]
@@ -117,7 +117,8 @@ class OscillatorDecoder(nnx.Module):
 
     def __init__(self, cfg: EncodecConfig, *, rngs: nnx.Rngs):
         self.alpha, self.hop, self.sample_rate, self.channels = cfg.elu_alpha, cfg.hop_length, cfg.sample_rate, cfg.channels
-        self.num_bases = oscillator_frequencies(cfg.sample_rate).size + NOISE_BANDS
+        self.per_semitone = cfg.oscillators_per_semitone
+        self.num_bases = oscillator_frequencies(cfg.sample_rate, self.per_semitone).size + NOISE_BANDS
         width = cfg.bottleneck_width
         conv = dict(causal=cfg.causal, pad_mode=cfg.pad_mode, norm=cfg.norm, rngs=rngs)
         self.conv_in = StreamableConv1d(cfg.dimension, width, 3, **conv)
@@ -137,4 +138,4 @@ class OscillatorDecoder(nnx.Module):
         return g.reshape(*g.shape[:2], self.channels, self.num_bases)
 
     def __call__(self, z: jax.Array) -> jax.Array:
-        return synthesise(self.gains(z), self.hop, self.sample_rate)
+        return synthesise(self.gains(z), self.hop, self.sample_rate, self.per_semitone)

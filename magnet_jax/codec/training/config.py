@@ -35,6 +35,7 @@ class LossConfig:
     feat: float = 4.0               # discriminator feature matching (L1)
     sisnr: float = 0.0              # negative SI-SNR as a loss
     log_mel: float = 0.0            # DAC's multi-scale L1 on log mel magnitudes (see losses.log_mel)
+    pitch: float = 0.0              # L1 on log magnitudes of a long STFT below pitch_f_max (losses.pitch)
     commitment: float = 1.0         # RVQ commitment, added outside the balancer (audiocraft's penalty)
     balancer: bool = True           # EnCodec's gradient-norm loss balancer
     balancer_total_norm: float = 1.0
@@ -51,9 +52,12 @@ class LossConfig:
     msspec_alphas: bool = False
     log_mel_windows: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048)   # DAC's scales
     log_mel_n_mels: tuple[int, ...] = (5, 10, 20, 40, 80, 160, 320)
+    pitch_window: int = 8192        # 0.5 s at 16 kHz: Hann main lobe +-3.9 Hz (a semitone at 65 Hz)
+    pitch_f_max: float = 1000.0
+    pitch_range_db: float = 40.0    # magnitudes this far under the target's loudest bin count as silence
 
     def __post_init__(self) -> None:
-        for name in ("l1", "msspec", "adv", "feat", "sisnr", "log_mel", "commitment"):
+        for name in ("l1", "msspec", "adv", "feat", "sisnr", "log_mel", "pitch", "commitment"):
             if getattr(self, name) < 0:
                 raise ValueError(f"losses.{name} must be >= 0, got {getattr(self, name)}")
         if self.adv_loss not in ADV_LOSSES:
@@ -66,12 +70,15 @@ class LossConfig:
         if len(self.log_mel_windows) != len(self.log_mel_n_mels) or not self.log_mel_windows:
             raise ValueError(f"losses.log_mel_windows and log_mel_n_mels need one entry per scale, got "
                              f"{self.log_mel_windows} and {self.log_mel_n_mels}")
+        if self.pitch and (self.pitch_window < 2 or self.pitch_f_max <= 0 or self.pitch_range_db <= 0):
+            raise ValueError(f"losses.pitch needs pitch_window >= 2, pitch_f_max > 0 and pitch_range_db > 0, got "
+                             f"{self.pitch_window}, {self.pitch_f_max}, {self.pitch_range_db}")
         if self.balancer and not 0.0 <= self.balancer_ema_decay <= 1.0:
             raise ValueError(f"losses.balancer_ema_decay must be in [0, 1], got {self.balancer_ema_decay}")
 
     def balanced(self) -> dict[str, float]:
         """The losses of the generator's output and their weights (only those with weight > 0)."""
-        names = ("l1", "msspec", "adv", "feat", "sisnr", "log_mel")
+        names = ("l1", "msspec", "adv", "feat", "sisnr", "log_mel", "pitch")
         return {n: float(getattr(self, n)) for n in names if getattr(self, n) > 0}
 
 

@@ -9,6 +9,9 @@
   ``log10(max(mel magnitude, 1e-5) ** 2)``, summed over the scales. Unlike audiocraft's linear
   mel L1, it weighs a quiet band's error like a loud one's, so a noise floor under the harmonics
   or missing upper partials cost as much as a wrong fundamental.
+- ``pitch``: the L1 distance of log magnitudes of a long-window STFT on the bins below
+  ``pitch_f_max``, within ``pitch_range_db`` of the loudest: the only loss here that can tell
+  neighbouring bass semitones apart.
 - ``sisnr``: scale-invariant SNR in dB over the whole signal (higher is better); the loss is its
   negative, as audiocraft's ``SISNR`` module returns.
 - adversarial: hinge (``-mean(min(x - 1, 0))`` real / ``-mean(min(-x - 1, 0))`` fake for the
@@ -25,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from magnet_jax.codec.training.config import LossConfig
-from magnet_jax.codec.training.spectral import mel_spectrogram
+from magnet_jax.codec.training.spectral import mel_spectrogram, stft
 
 
 def l1(y: jax.Array, x: jax.Array) -> jax.Array:
@@ -58,6 +61,28 @@ def log_mel(y: jax.Array, x: jax.Array, sample_rate: int, cfg: LossConfig) -> ja
         log_y, log_x = (2.0 * jnp.log10(jnp.maximum(m, 1e-5)) for m in (mag_y, mag_x))
         loss = loss + jnp.mean(jnp.abs(log_y - log_x))
     return loss
+
+
+def pitch(y: jax.Array, x: jax.Array, sample_rate: int, cfg: LossConfig) -> jax.Array:
+    """L1 between ``2 * log10`` magnitudes of a long-window STFT (``pitch_window``, hop an eighth)
+    on the linear bins from 0 Hz to ``pitch_f_max``, both clamped at ``pitch_range_db`` under the
+    loudest bin of the target (per item and channel).
+
+    Why: a bass semitone is 3.9 Hz wide at 65 Hz, and a Hann window of n samples smears a tone
+    over +-2 * sample_rate / n Hz: +-7.8 Hz at 4096 samples and 16 kHz. With mel losses of
+    windows up to 4096 (and audiocraft's msspec starting at 64 Hz) the oscillator decoder put
+    every clip's bass on the same few notes, and the key of its reconstructions agreed with the
+    original's 10-14 % of the time. The relative floor makes the loss about the notes: without
+    it, the hundreds of near-silent bins between them outweigh a note played a tone too high.
+    Only whole frames inside the signal are used (no padding): a window longer than the padded
+    edges of a 1 s crop would see their discontinuities as broadband leakage.
+    """
+    n_bins = int(cfg.pitch_f_max * cfg.pitch_window / sample_rate) + 1
+    mag_y, mag_x = (jnp.abs(stft(s, cfg.pitch_window, cfg.pitch_window // 8)[..., :n_bins]) for s in (y, x))
+    floor = jax.lax.stop_gradient(jnp.max(mag_x, axis=(-2, -1), keepdims=True)) * 10.0 ** (-cfg.pitch_range_db / 20)
+    floor = jnp.maximum(floor, 1e-8)        # a silent target: everything clamps alike
+    log_y, log_x = (2.0 * jnp.log10(jnp.maximum(m, floor)) for m in (mag_y, mag_x))
+    return jnp.mean(jnp.abs(log_y - log_x))
 
 
 def sisnr(estimate: jax.Array, reference: jax.Array, eps: float = float(np.finfo(np.float32).eps)) -> jax.Array:

@@ -158,6 +158,8 @@ def _output_losses(config: dict, names: list[str], y, x, disc_apply, dparams, re
         values["sisnr"] = -jnp.mean(L.sisnr(y, x))
     if "log_mel" in names:
         values["log_mel"] = L.log_mel(y, x, sr, lc)
+    if "pitch" in names:
+        values["pitch"] = L.pitch(y, x, sr, lc)
     return jnp.stack([values[n] for n in names])
 
 
