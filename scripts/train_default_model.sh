@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the model that ships in magnet_jax/assets/default_model, from nothing, with the
-# project's own commands only (2 CPU cores: about an hour in all).
+# project's own commands only (2 CPU cores: about 70 minutes in all).
 #
 #   bash scripts/train_default_model.sh            # everything under runs/
 #   RUNS=/tmp/runs bash scripts/train_default_model.sh
