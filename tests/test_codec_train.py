@@ -343,3 +343,6 @@ def test_pitch_loss_settings_are_checked():
     from magnet_jax.codec.training.config import LossConfig
     with pytest.raises(ValueError, match="pitch_range_db > 0"):
         LossConfig(pitch=1.0, pitch_range_db=0.0)
+    crop = jnp.zeros((1, 1, 4000))                 # 0.25 s at 16 kHz, shorter than the 8192 window
+    with pytest.raises(ValueError, match="losses.pitch_window=8192 is longer than the training crop"):
+        L.pitch(crop, crop, 16000, LossConfig(pitch=1.0))

@@ -24,6 +24,8 @@ from magnet_jax.train.optim import OptimConfig
 
 SECTIONS = ("codec", "train", "optim", "disc_optim", "mesh", "data", "losses", "disc", "quantizer", "eval")
 ADV_LOSSES = ("hinge", "mse")
+# the generator's output losses, in the order the balancer stacks them
+OUTPUT_LOSSES = ("l1", "msspec", "adv", "feat", "sisnr", "log_mel", "pitch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +59,7 @@ class LossConfig:
     pitch_range_db: float = 40.0    # magnitudes this far under the target's loudest bin count as silence
 
     def __post_init__(self) -> None:
-        for name in ("l1", "msspec", "adv", "feat", "sisnr", "log_mel", "pitch", "commitment"):
+        for name in OUTPUT_LOSSES + ("commitment",):
             if getattr(self, name) < 0:
                 raise ValueError(f"losses.{name} must be >= 0, got {getattr(self, name)}")
         if self.adv_loss not in ADV_LOSSES:
@@ -78,8 +80,7 @@ class LossConfig:
 
     def balanced(self) -> dict[str, float]:
         """The losses of the generator's output and their weights (only those with weight > 0)."""
-        names = ("l1", "msspec", "adv", "feat", "sisnr", "log_mel", "pitch")
-        return {n: float(getattr(self, n)) for n in names if getattr(self, n) > 0}
+        return {n: float(getattr(self, n)) for n in OUTPUT_LOSSES if getattr(self, n) > 0}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -77,6 +77,9 @@ def pitch(y: jax.Array, x: jax.Array, sample_rate: int, cfg: LossConfig) -> jax.
     Only whole frames inside the signal are used (no padding): a window longer than the padded
     edges of a 1 s crop would see their discontinuities as broadband leakage.
     """
+    if x.shape[-1] < cfg.pitch_window:
+        raise ValueError(f"losses.pitch_window={cfg.pitch_window} is longer than the training crop "
+                         f"({x.shape[-1]} samples): lower it or raise data.segment_duration")
     n_bins = int(cfg.pitch_f_max * cfg.pitch_window / sample_rate) + 1
     mag_y, mag_x = (jnp.abs(stft(s, cfg.pitch_window, cfg.pitch_window // 8)[..., :n_bins]) for s in (y, x))
     floor = jax.lax.stop_gradient(jnp.max(mag_x, axis=(-2, -1), keepdims=True)) * 10.0 ** (-cfg.pitch_range_db / 20)
