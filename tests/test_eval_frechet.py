@@ -89,5 +89,7 @@ def test_load_embedder_from_module_function_and_its_errors():
         F.load_embedder("no_such_module_xyz:f")
     with pytest.raises(ValueError, match="lacks"):
         F.load_embedder("test_eval_frechet:not_an_embedder")
-    with pytest.raises(ValueError, match="not implemented yet"):
+    with pytest.raises(ValueError, match="needs its weights.*vggish=PATH"):
         F.load_embedder("vggish")
+    with pytest.raises(ValueError, match="unknown built-in embedding 'openl3'"):
+        F.load_embedder("openl3=/tmp/w.pt")

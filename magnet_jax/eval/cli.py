@@ -2,7 +2,8 @@
 
     magnet-jax eval --out eval/                                  # shipped model, held-out prompts
     magnet-jax eval --model DIR --prompts prompts.jsonl --out eval/ --num-prompts 12 --batch-size 4
-    magnet-jax eval --model DIR --out eval/ --embedding my_pkg.embedders:vggish_local
+    magnet-jax eval --model DIR --out eval/ --embedding vggish=~/weights/vggish-10086976.pth
+    magnet-jax eval --model DIR --out eval/ --embedding my_pkg.embedders:my_embedder
 
 Writes report.json, report.md (attribute | generated | chance | ceiling), accuracy.png,
 music_likeness.png and generated/*.wav into --out.
@@ -15,7 +16,7 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from magnet_jax.eval.frechet import NOT_IMPLEMENTED
+    from magnet_jax.eval.frechet import BUILTIN_EMBEDDINGS
     from magnet_jax.pipeline_cli import _int_list, _model_args
     e = subparsers.add_parser(
         "eval", help="prompt adherence on the synthetic attributes (report.json / .md / PNGs)",
@@ -32,11 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--seed", type=int, default=0, help="generation, real-clip rendering and chance shuffle seed")
     e.add_argument("--batch-size", type=int, default=8, help="prompts per compiled generate call (default 8)")
     e.add_argument("--num-prompts", type=int, default=None, metavar="N", help="evaluate the first N prompts only")
-    e.add_argument("--embedding", action="append", default=[], metavar="MODULE:FUNCTION",
-                   help="an extra embedding for the Fréchet distance: a callable returning an Embedder "
-                        "(name, sample_rate, __call__(audio [N, samples]) -> [M, D]); repeatable. The codec's "
-                        "latents are always used. Built-in VGGish / CLAP / PaSST loaders (from local "
-                        f"weights) are not implemented yet ({', '.join(NOT_IMPLEMENTED)} are refused).")
+    e.add_argument("--embedding", action="append", default=[], metavar="NAME=PATH|MODULE:FUNCTION",
+                   help="an extra embedding for the Fréchet distance, repeatable: "
+                        f"{'=PATH, '.join(BUILTIN_EMBEDDINGS)}=PATH from local weights (VGGish: torchvggish's "
+                        "vggish-10086976.pth; CLAP: a LAION-CLAP .pt; PaSST: a PaSST state dict), or a callable "
+                        "returning an Embedder (name, sample_rate, __call__(audio [N, samples]) -> [M, D]). "
+                        "The codec's latents are always used.")
     e.add_argument("--decoding-steps", type=_int_list, metavar="N,N,N,N", help="sampler steps per codebook")
     e.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="LM compute dtype")
     e.set_defaults(func=run_eval)

@@ -8,11 +8,14 @@ reports with VGGish embeddings. Here the embedding is pluggable:
   quantization, **frame-level** (every latent frame of every clip is one embedding, 50 per second
   for the released codecs), so that even a few prompts give thousands of vectors for a
   well-conditioned covariance; time-averaging would leave 40 vectors for 128 dimensions.
+- the standard FAD embeddings from the user's local weights (no package ships them, and nothing
+  is downloaded): ``vggish=PATH`` (torchvggish's state dict, run by our JAX port,
+  ``eval/vggish.py``), ``clap=PATH`` and ``passt=PATH`` (LAION-CLAP and PaSST checkpoints, run by
+  their own PyTorch packages, ``eval/torch_embedders.py``);
 - any object following the ``Embedder`` protocol, loaded from ``module:function`` (a callable
-  returning an Embedder) with ``load_embedder`` (``magnet-jax eval --embedding``).
+  returning an Embedder).
 
-VGGish, CLAP and PaSST loaders are not implemented yet: no PyPI package ships their weights, so a
-user who has them locally plugs their own embedder with ``--embedding``.
+``load_embedder`` reads both forms (``magnet-jax eval --embedding``).
 """
 from __future__ import annotations
 
@@ -23,7 +26,14 @@ import numpy as np
 from scipy import linalg
 
 MIN_EMBEDDINGS = 2
-NOT_IMPLEMENTED = ("vggish", "clap", "passt")
+# name -> (module, loader(path) -> Embedder, what PATH is)
+BUILTIN_EMBEDDINGS = {
+    "vggish": ("magnet_jax.eval.vggish", "load", "a torchvggish state dict such as vggish-10086976.pth"),
+    "clap": ("magnet_jax.eval.torch_embedders", "load_clap",
+             "a LAION-CLAP checkpoint such as 630k-audioset-best.pt"),
+    "passt": ("magnet_jax.eval.torch_embedders", "load_passt",
+              "a PaSST state dict such as passt-s-f128-p16-s10-ap.476-swa.pt"),
+}
 
 
 @runtime_checkable
@@ -116,20 +126,33 @@ class CodecLatents:
 
 
 def load_embedder(spec: str) -> Embedder:
-    """``module:function`` -> ``function()``, which must return an Embedder (name, sample_rate,
-    ``__call__``). Raises ValueError with what went wrong."""
-    if spec.strip().lower() in NOT_IMPLEMENTED:
-        raise ValueError(f"the {spec} embedding is not implemented yet (no weights ship with any package); "
-                         "wrap your local model as an Embedder and pass --embedding module:function")
+    """``NAME=PATH`` (a built-in embedding from local weights) or ``module:function`` (a callable
+    returning an Embedder). Raises ValueError with what went wrong and what to pass instead."""
+    name, eq, path = spec.partition("=")
+    name = name.strip().lower()
+    if name in BUILTIN_EMBEDDINGS:
+        module_name, attr, what = BUILTIN_EMBEDDINGS[name]
+        if not eq or not path.strip():
+            raise ValueError(f"--embedding {spec!r}: the {name} embedding needs its weights, which no package "
+                             f"ships and nothing downloads: pass --embedding {name}=PATH with PATH {what}")
+        loader = getattr(importlib.import_module(module_name), attr)
+        return _checked(spec, loader(path.strip()))
+    if eq:
+        raise ValueError(f"--embedding {spec!r}: unknown built-in embedding {name!r} "
+                         f"(known: {', '.join(BUILTIN_EMBEDDINGS)}); or pass module:function")
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ValueError(f"--embedding {spec!r}: expected module:function (a callable returning an Embedder)")
+        raise ValueError(f"--embedding {spec!r}: expected NAME=PATH ({', '.join(BUILTIN_EMBEDDINGS)}) or "
+                         "module:function (a callable returning an Embedder)")
     try:
         factory: Callable = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:
         raise ValueError(f"--embedding {spec!r}: cannot import it ({type(err).__name__}: {err})") from err
-    embedder = factory()
+    return _checked(spec, factory())
+
+
+def _checked(spec: str, embedder: object) -> Embedder:
     if not isinstance(embedder, Embedder) or not callable(embedder):
-        raise ValueError(f"--embedding {spec!r}: {attr}() returned {type(embedder).__name__}, which lacks "
+        raise ValueError(f"--embedding {spec!r}: got {type(embedder).__name__}, which lacks "
                          "name, sample_rate or __call__(audio [N, samples]) -> [M, D]")
     return embedder

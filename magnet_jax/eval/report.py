@@ -142,8 +142,8 @@ def _frechet_lines(report: Mapping[str, Any]) -> list[str]:
         distance = _fmt(f["distance"], False) if f["distance"] is not None else f"– ({f.get('error', '')})"
         lines.append(f"| {name} | {distance} | {f['generated_embeddings']} / {f['real_embeddings']} | "
                      f"{f['dimension']} |")
-    return lines + ["", f"Not implemented yet: {', '.join(report['not_implemented_embeddings'])} embeddings "
-                    "(plug one in with `--embedding module:function`).", ""]
+    return lines + ["", "More embeddings: `--embedding vggish=PATH` (or clap=PATH, passt=PATH) with local "
+                    "weights, or `--embedding module:function`.", ""]
 
 
 def plot_accuracy(report: Mapping[str, Any], path: Path) -> Path:
