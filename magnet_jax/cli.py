@@ -19,7 +19,7 @@ VERB_MODULES: tuple[str, ...] = (
     "magnet_jax.pipeline_cli",  # generate, convert, export
     "magnet_jax.train.cli",     # train, ablate-span
     "magnet_jax.codec.training.cli",  # train-codec, eval-codec
-    "magnet_jax.eval.cli",      # eval
+    "magnet_jax.eval.cli",      # eval, probe-captions
 )
 
 

@@ -26,6 +26,18 @@ def load_config(spec: str, overrides: list[str] | None = None) -> dict[str, Any]
     return config
 
 
+def sections_from_json(data: dict[str, Any], types: dict[str, type]) -> dict[str, Any]:
+    """Rebuild the dataclass sections a run wrote to its config.json (``dataclasses.asdict``):
+    lists become tuples again; a field the JSON lacks (added to the code later) keeps its default."""
+    out = {}
+    for name, kind in types.items():
+        if name not in data:
+            raise ValueError(f"saved config has no section {name!r}")
+        fields = {f.name for f in dataclasses.fields(kind)}
+        out[name] = kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in data[name].items() if k in fields})
+    return out
+
+
 def _parse(text: str, like: Any) -> Any:
     if isinstance(like, bool):
         if text.lower() not in ("true", "false", "1", "0"):

@@ -114,10 +114,13 @@ def default_config(lm: LMConfig) -> dict[str, Any]:
             "data": DataConfig(), "text": TextConfig(), "finetune": FinetuneConfig()}
 
 
+SECTION_TYPES: dict[str, type] = {"lm": LMConfig, "train": TrainConfig, "optim": OptimConfig, "mesh": MeshConfig,
+                                  "data": DataConfig, "text": TextConfig, "finetune": FinetuneConfig}
+
+
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
     """Every section present with its type, nothing unknown."""
-    types = {"lm": LMConfig, "train": TrainConfig, "optim": OptimConfig, "mesh": MeshConfig,
-             "data": DataConfig, "text": TextConfig, "finetune": FinetuneConfig}
+    types = SECTION_TYPES
     unknown = sorted(set(config) - set(SECTIONS))
     missing = sorted(set(SECTIONS) - set(config))
     if unknown or missing:
@@ -135,3 +138,9 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def to_json(config: dict[str, Any]) -> dict[str, Any]:
     return {k: dataclasses.asdict(v) for k, v in config.items()}
+
+
+def from_json(data: dict[str, Any]) -> dict[str, Any]:
+    """A run's config back from its config.json (``to_json``)."""
+    from magnet_jax.config_loader import sections_from_json
+    return check_config(sections_from_json(data, SECTION_TYPES))

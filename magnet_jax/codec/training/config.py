@@ -194,14 +194,8 @@ def to_json(config: dict[str, Any]) -> dict[str, Any]:
 
 def from_json(data: dict[str, Any]) -> dict[str, Any]:
     """Rebuild the dataclasses written by ``to_json`` (lists become tuples again)."""
-    out = {}
-    for name, kind in SECTION_TYPES.items():
-        if name not in data:
-            raise ValueError(f"saved config has no section {name!r}")
-        fields = {f.name for f in dataclasses.fields(kind)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data[name].items() if k in fields}
-        out[name] = kind(**values)
-    return check_config(out)
+    from magnet_jax.config_loader import sections_from_json
+    return check_config(sections_from_json(data, SECTION_TYPES))
 
 
 def load_workdir_config(workdir: str | Path) -> dict[str, Any]:
