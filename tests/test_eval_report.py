@@ -188,6 +188,8 @@ def test_bad_command_lines_are_one_line_errors(tmp_path, capsys, monkeypatch):
     assert "--num-prompts 0" in _error(["eval", "--num-prompts", "0", *out], capsys)
     assert "--batch-size 0" in _error(["eval", "--batch-size", "0", *out], capsys)
     assert "clap=PATH" in _error(["eval", "--embedding", "clap", *out], capsys)
+    assert "no_such_weights.pth" in _error(["eval", "--embedding", f"vggish={tmp_path}/no_such_weights.pth", *out],
+                                           capsys)
     assert "module:function" in _error(["eval", "--embedding", "nocolon", *out], capsys)
     assert "no --model given" in _error(["eval", *out], capsys)        # held-out prompts load, no model
     assert not (tmp_path / "out").exists()

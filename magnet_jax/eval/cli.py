@@ -78,7 +78,7 @@ def _embedders(specs: list[str]) -> list:
     from magnet_jax.eval.frechet import load_embedder
     try:
         return [load_embedder(s) for s in specs]
-    except ValueError as err:
+    except (ValueError, ImportError, OSError) as err:     # bad spec, missing package, missing weights
         raise UserError(str(err)) from err
 
 

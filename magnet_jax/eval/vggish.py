@@ -272,7 +272,10 @@ def _torch_load(path: Path) -> dict[str, np.ndarray]:
 
     numpy arrays are allowed too: torchvggish's PCA file may hold them (its loader converts with
     ``torch.as_tensor``), and rebuilding an array runs no code."""
-    import torch
+    try:
+        import torch
+    except ImportError as err:
+        raise ImportError(f"reading {path} needs PyTorch (the weights are a torch file): pip install torch") from err
     reconstruct = (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct
     allowed = [reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype,
                *{type(np.dtype(t)) for t in ("f2", "f4", "f8", "i4", "i8")}]
