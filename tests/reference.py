@@ -49,11 +49,16 @@ def reference_required() -> bool:
 def require(module: str):
     """Import a reference module, or fail (CI) / skip (laptop) with the reason."""
     install_stubs()
+    return require_import(lambda: importlib.import_module(module), f"reference module {module}",
+                          "bash scripts/install_reference.sh")
+
+
+def require_import(import_fn, what: str, install: str):
+    """``import_fn()``, or fail (CI) / skip (laptop) naming ``what`` and the ``install`` command."""
     try:
-        return importlib.import_module(module)
+        return import_fn()
     except Exception as err:  # noqa: BLE001 - any import failure means no reference
-        msg = (f"reference module {module} cannot be imported ({type(err).__name__}: {err}); "
-               f"install it with `bash scripts/install_reference.sh`")
+        msg = f"{what} cannot be imported ({type(err).__name__}: {err}); install it with `{install}`"
         if reference_required():
             pytest.fail(msg)
         pytest.skip(msg)

@@ -23,13 +23,7 @@ TOL = 2e-5
 
 
 def _require(import_fn, pip: str):
-    try:
-        return import_fn()
-    except Exception as err:  # noqa: BLE001 - any import failure means no reference
-        msg = f"reference package cannot be imported ({type(err).__name__}: {err}); `{pip}`"
-        if reference.reference_required():
-            pytest.fail(msg)
-        pytest.skip(msg)
+    return reference.require_import(import_fn, "reference package", pip)
 
 
 @pytest.fixture(scope="module")
