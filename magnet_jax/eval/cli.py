@@ -5,8 +5,10 @@
     magnet-jax eval --model DIR --out eval/ --embedding vggish=~/weights/vggish-10086976.pth
     magnet-jax eval --model DIR --out eval/ --embedding my_pkg.embedders:my_embedder
 
-Writes report.json, report.md (attribute | generated | chance | ceiling), accuracy.png,
+Writes report.json, report.md (attribute | generated | chance | p | ceiling), accuracy.png,
 music_likeness.png and generated/*.wav into --out.
+
+    magnet-jax eval-summary eval_seed0/ eval_seed1/ eval_seed2/ --out eval_pooled/
 """
 from __future__ import annotations
 
@@ -56,6 +58,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="mask seed (the same masks for every edit)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=run_probe)
+
+    m = subparsers.add_parser(
+        "eval-summary", help="pool several `magnet-jax eval` reports (seeds): accuracy, exact chance, p-values",
+        description="Pool the per-prompt analyses of several `magnet-jax eval` report folders (e.g. seeds "
+                    "0, 1, 2): accuracy per attribute over all generations, the exact chance (each "
+                    "generation scored against the other prompts of its run), a permutation p-value "
+                    "against it, and the ceilings. Writes summary.json, summary.md and summary.png.")
+    m.add_argument("reports", nargs="+", metavar="REPORT_DIR", help="folders written by `magnet-jax eval --out`")
+    m.add_argument("--out", required=True, help="output folder")
+    m.add_argument("--permutations", type=int, default=None, help="derangements per run for the p-values (default 2000)")
+    m.add_argument("--seed", type=int, default=0, help="permutation seed")
+    m.set_defaults(func=run_summary)
 
 
 def _prompts(args: argparse.Namespace) -> tuple[list, str]:
@@ -116,6 +130,23 @@ def run_probe(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from err
     files = write(report, args.out)
     print(json.dumps({"files": files, "step": report["step"], "delta": report["delta"]}))
+    return 0
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    from magnet_jax.cli import UserError
+    from magnet_jax.eval.significance import PERMUTATIONS
+    from magnet_jax.eval.summary import SummaryError, summarise, write
+    permutations = PERMUTATIONS if args.permutations is None else args.permutations
+    if permutations < 1:
+        raise UserError(f"--permutations {permutations}: must be at least 1")
+    try:
+        summary = summarise(args.reports, permutations, args.seed)
+    except SummaryError as err:
+        raise UserError(str(err)) from err
+    files = write(summary, args.out)
+    print(json.dumps({"files": files, "accuracy": {k: {g: r[g] for g in ("generated", "chance", "p_value")}
+                                                   for k, r in summary["accuracy"].items()}}))
     return 0
 
 

@@ -3,9 +3,10 @@
 Three accuracies per attribute, side by side:
 
 - ``generated``: the analysers on the model's audio vs the prompt that produced it;
-- ``chance``: the same generations vs the attributes of *other* prompts (a seeded derangement:
-  no prompt keeps its own), i.e. what a model that ignores the text would score on this prompt
-  set's attribute distribution;
+- ``chance``: the same generations vs the attributes of *other* prompts, i.e. what a model that
+  ignores the text would score on this prompt set's attribute distribution; computed exactly
+  (the expectation over derangements), with a permutation p-value for the generated accuracy
+  (``significance``);
 - ``ceiling``: the analysers on real synthetic clips rendered from the prompts' attributes vs
   those prompts, i.e. what a perfect model can score given the analysers' own errors.
 
@@ -21,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from magnet_jax.eval import analysers as A
+from magnet_jax.eval.significance import ABOVE_CHANCE_P
 
 # attribute row -> (label, prompt keys it needs, correct(prompt attributes, analysis))
 RULES: dict[str, tuple[str, tuple[str, ...], Callable[[Mapping, A.Analysis], bool]]] = {
@@ -51,28 +53,21 @@ def accuracy(attributes: Sequence[Mapping[str, Any]], analyses: Sequence[A.Analy
     return out
 
 
-def derangement(n: int, seed: int) -> list[int]:
-    """A seeded permutation of range(n) with no fixed point (n >= 2), by rejection: uniform over
-    derangements, about e tries on average."""
-    if n < 2:
-        raise ValueError(f"a derangement needs at least 2 prompts, got {n}")
-    rng = np.random.default_rng(seed)
-    while True:
-        perm = rng.permutation(n)
-        if not np.any(perm == np.arange(n)):
-            return [int(i) for i in perm]
-
-
 def accuracy_table(attributes: Sequence[Mapping[str, Any]], generated: Sequence[A.Analysis],
-                   real: Sequence[A.Analysis], perm: Sequence[int] | None,
-                   real_through_codec: Sequence[A.Analysis] | None = None) -> dict[str, dict]:
-    """Per attribute row: generated, chance and ceiling accuracy (and the ceiling of the real clips
-    after the model's codec, when given), and how many prompts state it."""
-    gen, ceil = accuracy(attributes, generated), accuracy(attributes, real)
-    chance = accuracy([attributes[j] for j in perm], generated) if perm is not None else None
+                   real: Sequence[A.Analysis], real_through_codec: Sequence[A.Analysis] | None = None,
+                   seed: int = 0) -> dict[str, dict]:
+    """Per attribute row: generated accuracy, exact chance and the permutation p-value of the
+    generated accuracy against it (``significance``; ``seed`` draws the permutations), ceiling
+    (and the ceiling of the real clips after the model's codec, when given), and how many
+    prompts state it."""
+    from magnet_jax.eval.significance import pooled_accuracy
+    ceil = accuracy(attributes, real)
     coded = accuracy(attributes, real_through_codec) if real_through_codec is not None else None
+    tested = pooled_accuracy([(attributes, generated)], seed=seed) if len(attributes) >= 2 else None
+    gen = accuracy(attributes, generated)
     return {name: {"label": RULES[name][0], "generated": gen[name]["accuracy"],
-                   "chance": chance[name]["accuracy"] if chance else None,
+                   "chance": tested[name]["chance"] if tested else None,
+                   "p_value": tested[name]["p_value"] if tested else None,
                    "ceiling": ceil[name]["accuracy"],
                    "ceiling_through_codec": coded[name]["accuracy"] if coded else None, "n": gen[name]["n"]}
             for name in RULES}
@@ -102,6 +97,10 @@ def _fmt(x: float | None, pct: bool = True) -> str:
     return f"{100 * x:.1f} %" if pct else f"{x:.4g}"
 
 
+def _fmt_p(p: float | None) -> str:
+    return "–" if p is None else f"{p:.2g}" + (" (above chance)" if p < ABOVE_CHANCE_P else "")
+
+
 def markdown(report: Mapping[str, Any]) -> str:
     """report.md: the accuracy table first, then music-likeness, Fréchet distances, chroma cosine."""
     lines = [f"# Prompt adherence: {report['model']}", "",
@@ -114,12 +113,15 @@ def markdown(report: Mapping[str, Any]) -> str:
 
 
 def _accuracy_lines(report: Mapping[str, Any]) -> list[str]:
-    lines = ["| attribute | generated | chance | ceiling | ceiling through the codec | prompts |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| attribute | generated | chance | p (generated vs chance) | ceiling | ceiling through the codec | prompts |",
+             "|---|---|---|---|---|---|---|"]
     for row in report["accuracy"].values():
         lines.append(f"| {row['label']} | {_fmt(row['generated'])} | {_fmt(row['chance'])} | "
-                     f"{_fmt(row['ceiling'])} | {_fmt(row.get('ceiling_through_codec'))} | {row['n']} |")
-    return lines + ["", "Chance: the generations scored against a seeded derangement of the prompts. "
+                     f"{_fmt_p(row.get('p_value'))} | {_fmt(row['ceiling'])} | "
+                     f"{_fmt(row.get('ceiling_through_codec'))} | {row['n']} |")
+    return lines + ["", "Chance: the generations scored against the other prompts (the exact mean over "
+                    "derangements); p: the share of random derangements scoring at least the generated "
+                    f"accuracy (below {ABOVE_CHANCE_P}: above chance). "
                     "Ceiling: the same analysers on real synthetic clips rendered from the prompts' attributes; "
                     "through the codec: those clips encoded and decoded by the model's own codec (the most "
                     "the LM can reach).", ""]

@@ -1,0 +1,111 @@
+"""``magnet-jax eval-summary``: pool several ``magnet-jax eval`` reports (seeds) into one table.
+
+One run of 42 prompts is a small sample: a 10-point difference in accuracy is within noise.
+Pooling the runs of several seeds (each ``report.json`` keeps every prompt's analyses) gives
+one accuracy per attribute over all generations, the exact chance and a permutation p-value
+pooled over the runs (``significance``), and the ceilings over all the real clips. The README's
+adherence table is this command's ``summary.md``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from magnet_jax.eval import analysers as A
+from magnet_jax.eval import report as R
+from magnet_jax.eval.significance import PERMUTATIONS, pooled_accuracy
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(A.Analysis))
+
+
+class SummaryError(ValueError):
+    """A report folder that cannot be pooled: the message names it and what is missing."""
+
+
+def _analysis(row: dict, where: str) -> A.Analysis:
+    missing = [f for f in _FIELDS if f not in row]
+    if missing:
+        raise SummaryError(f"{where} lacks {missing}: not a report.json written by `magnet-jax eval`")
+    return A.Analysis(**{f: row[f] for f in _FIELDS})
+
+
+def load_run(folder: str | Path) -> dict[str, Any]:
+    """The prompts' attributes and the generated / real / through-codec analyses of one report."""
+    path = Path(folder) / "report.json"
+    try:
+        report = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SummaryError(f"{path} does not exist: pass folders written by `magnet-jax eval --out`") from None
+    except json.JSONDecodeError as err:
+        raise SummaryError(f"{path} is not valid JSON ({err})") from None
+    rows = report.get("prompts")
+    if not rows:
+        raise SummaryError(f"{path} has no per-prompt rows: not a report.json written by `magnet-jax eval`")
+    coded = [r.get("real_through_codec") for r in rows]
+    return {"folder": str(folder), "model": report.get("model", ""), "seed": report.get("seed"),
+            "accuracy": report.get("accuracy", {}),
+            "prompts_file": report.get("prompts_file", ""),
+            "attributes": [r["attributes"] for r in rows],
+            "generated": [_analysis(r["generated"], f"{path} prompt {i}") for i, r in enumerate(rows)],
+            "real": [_analysis(r["real"], f"{path} prompt {i}") for i, r in enumerate(rows)],
+            # reports written before the per-prompt through-codec analyses were kept lack them
+            "real_through_codec": (None if any(c is None for c in coded)
+                                   else [_analysis(c, f"{path} prompt {i}") for i, c in enumerate(coded)])}
+
+
+def _pooled_ceiling(runs: Sequence[dict], key: str) -> dict[str, float | None]:
+    if any(r[key] is None for r in runs):
+        return {row: _weighted_run_accuracy(runs, row, key) for row in R.RULES}
+    attrs = [a for r in runs for a in r["attributes"]]
+    return {row: v["accuracy"] for row, v in R.accuracy(attrs, [a for r in runs for a in r[key]]).items()}
+
+
+def _weighted_run_accuracy(runs: Sequence[dict], row: str, key: str) -> float | None:
+    """The pooled accuracy from each run's own figure for ``row`` (weighted by its prompt count),
+    for reports that kept the figure but not the per-prompt analyses; None if any run lacks it."""
+    rows = [r["accuracy"].get(row, {}) for r in runs]
+    if any(x.get("ceiling_through_codec" if key == "real_through_codec" else "ceiling") is None or not x.get("n")
+           for x in rows):
+        return None
+    field = "ceiling_through_codec" if key == "real_through_codec" else "ceiling"
+    return sum(x[field] * x["n"] for x in rows) / sum(x["n"] for x in rows)
+
+
+def summarise(folders: Sequence[str | Path], permutations: int = PERMUTATIONS, seed: int = 0) -> dict[str, Any]:
+    """The pooled table (same row layout as a report's ``accuracy``) plus each run's generated accuracy."""
+    if not folders:
+        raise SummaryError("no report folders given")
+    runs = [load_run(f) for f in folders]
+    if any(len(r["attributes"]) < 2 for r in runs):
+        raise SummaryError("every report needs at least 2 prompts (chance scores each generation against the others)")
+    tested = pooled_accuracy([(r["attributes"], r["generated"]) for r in runs], permutations, seed)
+    ceiling, coded = _pooled_ceiling(runs, "real"), _pooled_ceiling(runs, "real_through_codec")
+    accuracy = {row: {"label": R.RULES[row][0], **tested[row], "ceiling": ceiling[row],
+                      "ceiling_through_codec": coded[row]} for row in R.RULES}
+    per_run = [{"folder": r["folder"], "seed": r["seed"],
+                "generated": {row: v["accuracy"] for row, v in R.accuracy(r["attributes"], r["generated"]).items()}}
+               for r in runs]
+    models = sorted({r["model"] for r in runs})
+    return {"model": ", ".join(models), "runs": per_run, "num_generations": sum(len(r["attributes"]) for r in runs),
+            "permutations": permutations, "permutation_seed": seed, "accuracy": accuracy}
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    seeds = ", ".join(str(r["seed"]) for r in summary["runs"])
+    lines = [f"# Prompt adherence pooled over {len(summary['runs'])} runs: {summary['model']}", "",
+             f"{summary['num_generations']} generations (seeds {seeds}); p-values from "
+             f"{summary['permutations']} derangements per run.", ""]
+    return "\n".join(lines + R._accuracy_lines(summary))
+
+
+def write(summary: dict[str, Any], out: str | Path) -> dict[str, str]:
+    """summary.json, summary.md and summary.png (the accuracy bars) into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"json": out / "summary.json", "markdown": out / "summary.md", "plot": out / "summary.png"}
+    files["json"].write_text(json.dumps(R._finite(summary), indent=1, allow_nan=False) + "\n")
+    files["markdown"].write_text(markdown(summary) + "\n")
+    R.plot_accuracy(summary, files["plot"])
+    return {k: str(v) for k, v in files.items()}
