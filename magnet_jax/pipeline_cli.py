@@ -39,19 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--duration", type=float, default=None,
                    help="seconds; MAGNeT produces its training segment only (checked, not changed)")
     g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="LM compute dtype")
-    s = g.add_argument_group("sampler (defaults: audiocraft's MAGNeT.set_generation_params)")
-    s.add_argument("--greedy", action="store_true", help="argmax decoding (use_sampling=False)")
-    s.add_argument("--decoding-steps", type=_int_list, metavar="N,N,N,N", help="steps per codebook (default 20,10,10,10)")
-    s.add_argument("--temperature", type=float, help="initial softmax temperature (default 3.0)")
-    s.add_argument("--no-anneal-temp", dest="anneal_temp", action="store_const", const=False,
-                   help="keep the temperature constant within a stage")
-    s.add_argument("--top-k", type=int, help="top-k sampling, used only when --top-p is 0 (default 0)")
-    s.add_argument("--top-p", type=float, help="nucleus sampling mass; 0 turns it off (default 0.9)")
-    s.add_argument("--max-cfg-coef", type=float, help="classifier-free guidance at the first step (default 10)")
-    s.add_argument("--min-cfg-coef", type=float, help="classifier-free guidance at the last step (default 1)")
-    s.add_argument("--span-scoring", choices=("max", "prod"), help="span confidence (default max)")
-    s.add_argument("--span-arrangement", choices=("nonoverlap", "stride1"),
-                   help="spans to re-mask (default nonoverlap; the demo recommends stride1)")
+    sampler_args(g)
     g.set_defaults(func=run_generate)
 
     c = subparsers.add_parser("convert", help="convert a MAGNeT checkpoint (LM, codec, text projection) to orbax",
@@ -87,6 +75,23 @@ def _model_args(p: argparse.ArgumentParser, cache: bool = True) -> None:
     if cache:
         p.add_argument("--cache-dir", metavar="DIR", help="where converted checkpoints are cached "
                                                           "(default $MAGNET_JAX_CACHE or ~/.cache/magnet_jax)")
+
+
+def sampler_args(p: argparse.ArgumentParser) -> None:
+    """The sampler flags of ``generate`` (and ``eval``); ``sampler_params`` reads them back."""
+    s = p.add_argument_group("sampler (defaults: audiocraft's MAGNeT.set_generation_params)")
+    s.add_argument("--greedy", action="store_true", help="argmax decoding (use_sampling=False)")
+    s.add_argument("--decoding-steps", type=_int_list, metavar="N,N,N,N", help="steps per codebook (default 20,10,10,10)")
+    s.add_argument("--temperature", type=float, help="initial softmax temperature (default 3.0)")
+    s.add_argument("--no-anneal-temp", dest="anneal_temp", action="store_const", const=False,
+                   help="keep the temperature constant within a stage")
+    s.add_argument("--top-k", type=int, help="top-k sampling, used only when --top-p is 0 (default 0)")
+    s.add_argument("--top-p", type=float, help="nucleus sampling mass; 0 turns it off (default 0.9)")
+    s.add_argument("--max-cfg-coef", type=float, help="classifier-free guidance at the first step (default 10)")
+    s.add_argument("--min-cfg-coef", type=float, help="classifier-free guidance at the last step (default 1)")
+    s.add_argument("--span-scoring", choices=("max", "prod"), help="span confidence (default max)")
+    s.add_argument("--span-arrangement", choices=("nonoverlap", "stride1"),
+                   help="spans to re-mask (default nonoverlap; the demo recommends stride1)")
 
 
 def _int_list(text: str) -> list[int]:

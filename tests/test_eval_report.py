@@ -105,7 +105,7 @@ def test_eval_writes_the_report_and_its_numbers_check_out(tiny_model, tmp_path, 
     prompts.write_text("\n".join(json.dumps(p) for p in PROMPTS) + "\n")
     out = tmp_path / "out"
     rc, io = _run(["eval", "--prompts", str(prompts), "--out", str(out), "--seed", str(SEED), "--batch-size", "2",
-                   "--decoding-steps", "3,2,2,2", "--embedding", "test_eval_report:make_embedder"], capsys)
+                   "--decoding-steps", "3,2,2,2", "--temperature", "1.5", "--embedding", "test_eval_report:make_embedder"], capsys)
     assert rc == 0, io.err
     assert calls == [None]
     report = json.loads((out / "report.json").read_text())
@@ -121,6 +121,7 @@ def test_eval_writes_the_report_and_its_numbers_check_out(tiny_model, tmp_path, 
     assert "`--embedding vggish=PATH`" in md
     n = report["num_prompts"]
     assert n == 3 and report["sample_rate"] == 16000 and report["seed"] == SEED
+    assert report["sampler"] == {"decoding_steps": [3, 2, 2, 2], "temperature": 1.5}   # generate's flags
     samples = int(round(report["duration_s"] * 16000))
     assert samples == 99 * 320                                     # 2 s = 100 frames, trimmed to whole spans
     wavs = [soundfile.read(out / p["wav"], dtype="float32") for p in report["prompts"]]

@@ -4,6 +4,7 @@
     magnet-jax eval --model DIR --prompts prompts.jsonl --out eval/ --num-prompts 12 --batch-size 4
     magnet-jax eval --model DIR --out eval/ --embedding vggish=~/weights/vggish-10086976.pth
     magnet-jax eval --model DIR --out eval/ --embedding my_pkg.embedders:my_embedder
+    magnet-jax eval --model DIR --out eval/ --temperature 1.0 --max-cfg-coef 3   # sampler ablation
 
 Writes report.json, report.md (attribute | generated | chance | p | ceiling), accuracy.png,
 music_likeness.png and generated/*.wav into --out.
@@ -19,7 +20,7 @@ import sys
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from magnet_jax.eval.frechet import BUILTIN_EMBEDDINGS
-    from magnet_jax.pipeline_cli import _int_list, _model_args
+    from magnet_jax.pipeline_cli import _model_args, sampler_args
     e = subparsers.add_parser(
         "eval", help="prompt adherence on the synthetic attributes (report.json / .md / PNGs)",
         description="Generate audio for every prompt of a JSONL prompt set, recover instrument, key, mode, "
@@ -41,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "vggish-10086976.pth; CLAP: a LAION-CLAP .pt; PaSST: a PaSST state dict), or a callable "
                         "returning an Embedder (name, sample_rate, __call__(audio [N, samples]) -> [M, D]). "
                         "The codec's latents are always used.")
-    e.add_argument("--decoding-steps", type=_int_list, metavar="N,N,N,N", help="sampler steps per codebook")
+    sampler_args(e)
     e.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="LM compute dtype")
     e.set_defaults(func=run_eval)
 
@@ -100,13 +101,13 @@ def run_eval(args: argparse.Namespace) -> int:
     from magnet_jax.cli import UserError
     from magnet_jax.eval.runner import evaluate
     from magnet_jax.pipeline import PipelineError
-    from magnet_jax.pipeline_cli import load_model
+    from magnet_jax.pipeline_cli import load_model, sampler_params
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
     prompts, path = _prompts(args)
     embedders = _embedders(args.embedding)
     model = load_model(args, compute_dtype=args.dtype)
-    params = {"decoding_steps": args.decoding_steps} if args.decoding_steps else {}
+    params = sampler_params(args)
     try:
         report = evaluate(model, prompts, args.out, seed=args.seed, batch_size=args.batch_size,
                           embedders=embedders, prompts_file=path, **params)
