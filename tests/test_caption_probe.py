@@ -74,5 +74,13 @@ def test_cli_writes_json_and_png(captioned, tmp_path, capsys):
     report = json.loads((tmp_path / "p" / "caption_probe.json").read_text())
     assert report["step"] == 2 and report["batches"] == 1
     assert (tmp_path / "p" / "caption_probe.png").stat().st_size > 1000
+    assert report["mask_rate"] is None
+    # --mask-rate 1.0: all codes of the stage hidden, so other masks and another loss
+    assert main(["probe-captions", "--workdir", str(workdir), "--batches", "1", "--mask-rate", "1.0",
+                 "--out", str(tmp_path / "full")]) == 0
+    full = json.loads((tmp_path / "full" / "caption_probe.json").read_text())
+    assert full["mask_rate"] == 1.0 and full["cross_entropy"]["true"] != report["cross_entropy"]["true"]
+    assert main(["probe-captions", "--workdir", str(workdir), "--mask-rate", "0", "--out", str(tmp_path / "r")]) == 2
+    assert "--mask-rate 0.0: must be in (0, 1]" in capsys.readouterr().err
     assert main(["probe-captions", "--workdir", str(tmp_path / "nothing"), "--out", str(tmp_path / "q")]) == 2
     assert "not a `magnet-jax train` workdir" in capsys.readouterr().err

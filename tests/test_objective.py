@@ -95,6 +95,24 @@ def test_masked_fraction_follows_cosine_schedule():
         assert abs((frac <= x).mean() - (1 - 2 / math.pi * math.acos(x))) < 0.03
 
 
+@pytest.mark.parametrize("rate", [0.5, 1.0])
+def test_fixed_mask_rate_replaces_the_cosine_draw(rate):
+    """``mask_rate`` (the caption probe's diagnostic): every sample masked at that rate; at 1.0
+    the codebooks above the stage are all mask ids and random span placement leaves at most a
+    frame or two of the stage visible (as in the reference, where the span count comes from the LUT)."""
+    T, B = 500, 400
+    codes = jnp.ones((B, 4, T), jnp.int32)
+    batch = mask_codes(jax.random.key(3), codes, jnp.int32(1), span_len=3,
+                       lut=jnp.asarray(span_count_lut(T, 3)), mask_id=2048, mask_rate=rate)
+    frac = np.asarray(batch.loss_mask.mean(-1))
+    assert abs(frac.mean() - rate) < 0.01 and frac.std() < 0.06          # no spread from a cosine draw
+    if rate == 1.0:
+        assert frac.min() >= 0.99
+        inputs = np.asarray(batch.inputs)
+        assert (inputs[:, 2:] == 2048).all() and (inputs[:, 0] == 1).all()
+        assert ((inputs[:, 1] == 2048) == np.asarray(batch.loss_mask)).all()
+
+
 def test_draw_stage_follows_the_stage_weights_and_defaults_to_uniform():
     """Over 4000 draws the stage frequencies match the weights (binomial sd <= 0.008, so 0.03 is
     well over 3 sd); without weights the stages are uniform, as in MAGNeT."""

@@ -73,12 +73,20 @@ EDITS: dict[str, Callable[[str], str]] = {
 
 
 def edited_cross_entropy(trainer, params: dict, data, batches: int, seed: int = 0,
-                         edits: dict[str, Callable[[str], str]] = EDITS) -> dict[str, Any]:
+                         edits: dict[str, Callable[[str], str]] = EDITS,
+                         mask_rate: float | None = None) -> dict[str, Any]:
     """Mean per-stage cross-entropy over ``batches`` valid batches for the true captions
-    (``"true"``) and each edit; the delta is edited minus true (positive: the edit hurts)."""
+    (``"true"``) and each edit; the delta is edited minus true (positive: the edit hurts).
+
+    ``mask_rate`` fixes the mask rate of every sample (default: the training cosine draw). At
+    1.0 (nearly) all of the stage's codes are hidden, so the caption is the LM's only clue: the delta is
+    then what the LM has learned from that attribute, not diluted by what the context reveals."""
     import jax
 
     from magnet_jax.train.data import text_states
+    from magnet_jax.train.loop import make_eval_step
+    eval_step = trainer.eval_step if mask_rate is None else jax.jit(
+        make_eval_step(trainer.graphdef, trainer.config, True, mask_rate=mask_rate))
     runs = {"true": (lambda caption: caption), **edits}
     ce: dict[str, list[np.ndarray]] = {name: [] for name in runs}
     examples: dict[str, str] = {}
@@ -90,17 +98,17 @@ def edited_cross_entropy(trainer, params: dict, data, batches: int, seed: int = 
             texts = [edit(c) for c in captions]
             examples.setdefault(name, texts[0])
             hidden, mask = text_states(trainer.encoder, texts, trainer.config["text"], None, False)
-            loss, _ = trainer.eval_step(params, data.to_global({**batch, "text_hidden": hidden, "text_mask": mask}),
+            loss, _ = eval_step(params, data.to_global({**batch, "text_hidden": hidden, "text_mask": mask}),
                                         jax.random.fold_in(key, i))       # same masks for every edit
             ce[name].append(np.asarray(loss))
     mean = {name: np.mean(v, axis=0) for name, v in ce.items()}
-    return {"batches": batches, "examples": examples,
+    return {"batches": batches, "mask_rate": mask_rate, "examples": examples,
             "cross_entropy": {n: [round(float(x), 5) for x in v] for n, v in mean.items()},
             "delta": {n: [round(float(x), 5) for x in v - mean["true"]] for n, v in mean.items() if n != "true"}}
 
 
 def probe(workdir: str | Path, data_dir: str | None = None, batches: int = 8, seed: int = 0,
-          step: int | None = None) -> dict[str, Any]:
+          step: int | None = None, mask_rate: float | None = None) -> dict[str, Any]:
     """``edited_cross_entropy`` for a ``magnet-jax train`` workdir (its EMA weights) on the valid
     split of its dataset, or of ``data_dir``."""
     from magnet_jax.export import restore_lm_params
@@ -118,7 +126,7 @@ def probe(workdir: str | Path, data_dir: str | None = None, batches: int = 8, se
                    batch_size=config["train"].batch_size, frames=config["lm"].sequence_len, seed=seed,
                    split=config["data"].valid_split, train=False)
     try:
-        result = edited_cross_entropy(trainer, params, data, batches, seed)
+        result = edited_cross_entropy(trainer, params, data, batches, seed, mask_rate=mask_rate)
     finally:
         data.close()
     return {"workdir": str(workdir), "step": step, "data": config["data"].dir, **result}
@@ -137,7 +145,8 @@ def plot(report: dict[str, Any], path: Path) -> Path:
         ax.bar(np.arange(len(names)) + s * width, deltas[:, s], width, label=f"stage {s}")
     ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names)
     ax.set_ylabel("cross-entropy added (nats)")
-    ax.set_title(f"caption edits, step {report['step']}")
+    rate = report.get("mask_rate")
+    ax.set_title(f"caption edits, step {report['step']}" + ("" if rate is None else f", mask rate {rate:g}"))
     ax.axhline(0, color="black", linewidth=0.5)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -57,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batches", type=int, default=8, help="valid batches (default 8)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     p.add_argument("--seed", type=int, default=0, help="mask seed (the same masks for every edit)")
+    p.add_argument("--mask-rate", type=float, default=None, metavar="R",
+                   help="mask this fraction of every stage's codes instead of the training cosine draw; 1.0 "
+                        "hides (nearly) all, so the caption is the only clue (default: the cosine draw)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=run_probe)
 
@@ -125,8 +128,10 @@ def run_probe(args: argparse.Namespace) -> int:
     from magnet_jax.export import ExportError
     if args.batches < 1:
         raise UserError(f"--batches {args.batches}: must be at least 1")
+    if args.mask_rate is not None and not 0 < args.mask_rate <= 1:
+        raise UserError(f"--mask-rate {args.mask_rate}: must be in (0, 1]")
     try:
-        report = probe(args.workdir, args.data, args.batches, args.seed, args.step)
+        report = probe(args.workdir, args.data, args.batches, args.seed, args.step, args.mask_rate)
     except (ExportError, ValueError) as err:
         raise UserError(str(err)) from err
     files = write(report, args.out)

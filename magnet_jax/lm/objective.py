@@ -64,11 +64,18 @@ class MaskedBatch(NamedTuple):
 
 
 def mask_codes(key: jax.Array, codes: jax.Array, stage: jax.Array, *, span_len: int, lut: jax.Array,
-               mask_id: int, padding_mask: jax.Array | None = None) -> MaskedBatch:
-    """Apply MAGNeT's stage masking to ground-truth codes [B, K, T]."""
+               mask_id: int, padding_mask: jax.Array | None = None, mask_rate: float | None = None) -> MaskedBatch:
+    """Apply MAGNeT's stage masking to ground-truth codes [B, K, T].
+
+    ``mask_rate`` fixes every sample's mask rate instead of drawing it from the cosine schedule
+    (diagnostics: at 1.0 the LM sees almost no code of the stage, so the text is nearly all it
+    has; random span placement may leave a frame or two visible, as in the reference)."""
     B, K, T = codes.shape
     k_time, k_mask = jax.random.split(key)
-    mask_probs = jnp.cos(jax.random.uniform(k_time, (B,)) * (math.pi * 0.5))
+    if mask_rate is None:
+        mask_probs = jnp.cos(jax.random.uniform(k_time, (B,)) * (math.pi * 0.5))
+    else:
+        mask_probs = jnp.full((B,), mask_rate, jnp.float32)
     stage_mask = span_mask(k_mask, mask_probs, T, span_len, lut)            # [B, T]
     k = jnp.arange(K)[None, :, None]
     masked = (k > stage) | ((k == stage) & stage_mask[:, None, :])
@@ -110,17 +117,18 @@ class LossOutput(NamedTuple):
 def magnet_loss(model: MagnetLM, codes: jax.Array, cond: jax.Array | None, key: jax.Array, *,
                 lut: jax.Array, cfg_dropout: float = 0.3, padding_mask: jax.Array | None = None,
                 stage: jax.Array | None = None, remat: bool = False,
-                stage_probs: jax.Array | None = None) -> LossOutput:
+                stage_probs: jax.Array | None = None, mask_rate: float | None = None) -> LossOutput:
     """One MAGNeT training loss on ground-truth codes [B, K, T] and text condition [B, S, D].
 
     ``stage`` may be given (e.g. per-stage validation); otherwise it is drawn by ``draw_stage``.
+    ``mask_rate`` (diagnostics) replaces the cosine draw, see ``mask_codes``.
     """
     cfg = model.cfg
     k_stage, k_mask, k_cfg = jax.random.split(key, 3)
     if stage is None:
         stage = draw_stage(k_stage, cfg.n_q, stage_probs)
     batch = mask_codes(k_mask, codes, stage, span_len=cfg.span_len, lut=lut, mask_id=cfg.mask_id,
-                       padding_mask=padding_mask)
+                       padding_mask=padding_mask, mask_rate=mask_rate)
     cross_kv = None
     if cond is not None:
         keep = (jax.random.uniform(k_cfg) >= cfg_dropout).astype(cond.dtype)  # one draw per batch

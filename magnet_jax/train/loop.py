@@ -148,8 +148,9 @@ def make_train_step(graphdef, config: dict, tx, schedule, mask: dict, text: bool
     return step
 
 
-def make_eval_step(graphdef, config: dict, text: bool):
-    """Cross-entropy and accuracy of every stage on one batch (conditional, fixed masks)."""
+def make_eval_step(graphdef, config: dict, text: bool, mask_rate: float | None = None):
+    """Cross-entropy and accuracy of every stage on one batch (conditional, fixed masks; mask
+    rates from the cosine schedule, or all ``mask_rate``)."""
     lm_cfg = config["lm"]
     lut = jnp.asarray(span_count_lut(lm_cfg.sequence_len, lm_cfg.span_len))
 
@@ -159,7 +160,7 @@ def make_eval_step(graphdef, config: dict, text: bool):
 
         def one_stage(s):   # lax.map: one compiled stage body instead of n_q unrolled copies
             out = magnet_loss(model.lm, batch["codes"], cond, jax.random.fold_in(key, s), lut=lut,
-                              cfg_dropout=0.0, padding_mask=batch["padding_mask"], stage=s)
+                              cfg_dropout=0.0, padding_mask=batch["padding_mask"], stage=s, mask_rate=mask_rate)
             return out.loss, out.accuracy
         return jax.lax.map(one_stage, jnp.arange(lm_cfg.n_q, dtype=jnp.int32))
 
