@@ -92,14 +92,19 @@ def eval_lines(runs: Path) -> list[str]:
     if not path.exists():
         return ["Prompt adherence: not measured yet (run `magnet-jax eval`).", ""]
     rep = _json(path)
+    # exact chance and permutation p-values, also for reports written before they existed
+    from magnet_jax.eval.significance import ABOVE_CHANCE_P
+    from magnet_jax.eval.summary import summarise
+    tested = summarise([path.parent])["accuracy"]
     lines = [f"## Prompt adherence ({rep['num_prompts']} held-out prompts, `magnet-jax eval`, seed {rep['seed']})", "",
-             "| attribute | generated | chance | ceiling through the codec | ceiling |", "|---|---|---|---|---|"]
-    for row in rep["accuracy"].values():
-        lines.append(f"| {row['label']} | {_pct(row['generated'])} | {_pct(row['chance'])} | "
+             "| attribute | generated | chance | p | ceiling through the codec | ceiling |", "|---|---|---|---|---|---|"]
+    for row in tested.values():
+        lines.append(f"| {row['label']} | {_pct(row['generated'])} | {_pct(row['chance'])} | {row['p_value']:.2g} | "
                      f"{_pct(row.get('ceiling_through_codec'))} | {_pct(row['ceiling'])} |")
-    above = [row["label"] for row in rep["accuracy"].values()
-             if row["generated"] is not None and row["chance"] is not None and row["generated"] >= row["chance"] + 0.1]
-    lines += ["", "Attributes followed clearly above chance (10 points or more): "
+    above = [row["label"] for row in tested.values() if row["p_value"] is not None and row["p_value"] < ABOVE_CHANCE_P]
+    lines += ["", "Chance: each generation scored against the other prompts (exact mean over derangements); p: "
+              "permutation p-value of the generated accuracy against it (`magnet_jax/eval/significance.py`).",
+              f"Attributes followed above chance (p < {ABOVE_CHANCE_P}): "
               + (", ".join(above) if above else "**none**: this model does not follow prompts yet") + "."]
     ml = rep["music_likeness"]
     lines += ["", "Music-likeness (generated mean; real range): " + "; ".join(
