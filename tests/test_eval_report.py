@@ -58,6 +58,13 @@ def test_accuracy_chance_and_ceiling_by_hand():
     # tempo pairs with a stated BPM: gen 0 (200) vs 80 no; gen 1 (81) vs 100 no; gen 2 (100) vs 100 yes, vs 80 no
     assert table["tempo"]["chance"] == pytest.approx(1 / 4)
     assert table["pattern"]["generated"] is None and table["pattern"]["n"] == 0
+    # confusions: asked -> heard, only over prompts that state the attribute
+    assert R.confusions(prompts, gen)["instrument"] == {"organ": {"organ": 1, "sine lead": 1},
+                                                        "sine lead": {"organ": 1}}
+    assert R.confusions(prompts, gen)["mode"] == {"major": {"major": 1}}
+    assert R.confusions(prompts, gen)["pattern"] == {}
+    md = R.confusion_lines(R.confusions(prompts, gen))
+    assert "| instrument | organ | sine lead |" in md and "| organ | 1 | 1 |" in md and "| sine lead | 1 | 0 |" in md
 
 
 @pytest.fixture(scope="module")

@@ -113,6 +113,8 @@ def test_eval_summary_cli_pools_reports(tmp_path, capsys):
     drums = summary["accuracy"]["drums"]
     assert drums["generated"] == 1.0 and drums["chance"] == 0.0 and drums["p_value"] == pytest.approx(1 / 201)
     assert [r["generated"]["instrument"] for r in summary["runs"]] == [1.0, 0.0]
+    assert summary["confusions"]["instrument"] == {"organ": {"organ": 1, "sine lead": 1},
+                                                   "sine lead": {"sine lead": 1, "organ": 1}}
     assert "| drums | 100.0 % | 0.0 % | 0.005 (above chance) |" in (out / "summary.md").read_text()
     assert (out / "summary.png").read_bytes().startswith(b"\x89PNG")
     # bad input: one-line errors naming the folder

@@ -73,6 +73,26 @@ def accuracy_table(attributes: Sequence[Mapping[str, Any]], generated: Sequence[
             for name in RULES}
 
 
+CONFUSED = ("instrument", "mode", "pattern", "drums")
+
+
+def confusions(attributes: Sequence[Mapping[str, Any]], analyses: Sequence[A.Analysis]) -> dict[str, dict]:
+    """Per categorical attribute: ``{asked: {heard: count}}`` over the prompts that state it.
+
+    Why: an accuracy at chance does not say *how* a model fails; the confusions do (a model that
+    renders everything in major, or the minor prompts in major and the major ones in minor)."""
+    out: dict[str, dict] = {}
+    for name in CONFUSED:
+        table: dict[str, dict[str, int]] = {}
+        for prompt, analysis in zip(attributes, analyses):
+            if name in prompt:
+                row = table.setdefault(str(prompt[name]), {})
+                heard = str(getattr(analysis, name))
+                row[heard] = row.get(heard, 0) + 1
+        out[name] = table
+    return out
+
+
 def spread(values: Sequence[float]) -> dict[str, float]:
     v = np.asarray(values, dtype=np.float64)
     return {"mean": float(v.mean()), "min": float(v.min()), "max": float(v.max())}
@@ -106,7 +126,8 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines = [f"# Prompt adherence: {report['model']}", "",
              f"{report['num_prompts']} prompts from `{report['prompts_file']}`, seed {report['seed']}, "
              f"{report['duration_s']:.2f} s at {report['sample_rate']} Hz.", ""]
-    lines += _accuracy_lines(report) + _music_lines(report) + _frechet_lines(report)
+    lines += _accuracy_lines(report) + confusion_lines(report.get("confusions", {}))
+    lines += _music_lines(report) + _frechet_lines(report)
     lines += [f"Chroma cosine, each generation vs its real counterpart (a weak measure: any audio in the "
               f"same pitch classes scores high): mean {_fmt(report['chroma_cosine']['mean'], False)}.", ""]
     return "\n".join(lines)
@@ -125,6 +146,18 @@ def _accuracy_lines(report: Mapping[str, Any]) -> list[str]:
                     "Ceiling: the same analysers on real synthetic clips rendered from the prompts' attributes; "
                     "through the codec: those clips encoded and decoded by the model's own codec (the most "
                     "the LM can reach).", ""]
+
+
+def confusion_lines(tables: Mapping[str, Mapping[str, Mapping[str, int]]]) -> list[str]:
+    """One small table per attribute: rows asked, columns heard (generated audio)."""
+    lines = ["## Confusions of the generations (rows: asked, columns: heard)", ""] if tables else []
+    for name, table in tables.items():
+        heard = sorted({h for row in table.values() for h in row})
+        lines += [f"| {name} | " + " | ".join(heard) + " |", "|---|" + "---|" * len(heard)]
+        lines += [f"| {asked} | " + " | ".join(str(row.get(h, 0)) for h in heard) + " |"
+                  for asked, row in sorted(table.items())]
+        lines.append("")
+    return lines
 
 
 def _music_lines(report: Mapping[str, Any]) -> list[str]:

@@ -123,6 +123,7 @@ def evaluate(model, prompts: Sequence[Prompt], out: str | Path, *, seed: int = 0
         "num_prompts": len(prompts), "seed": seed, "batch_size": batch_size, "sampler": dict(sampler_params),
         "sample_rate": sr, "duration_s": generated.shape[-1] / sr,
         "accuracy": R.accuracy_table(attrs, gen_an, real_an, coded_an, seed),
+        "confusions": R.confusions(attrs, gen_an),
         "music_likeness": R.music_likeness(gen_an, real_an),
         "frechet": fd,
         "chroma_cosine": {"mean": float(np.nanmean(cosines)), "note": "weak: same pitch classes score high"},

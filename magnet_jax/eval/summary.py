@@ -88,7 +88,9 @@ def summarise(folders: Sequence[str | Path], permutations: int = PERMUTATIONS, s
                 "generated": {row: v["accuracy"] for row, v in R.accuracy(r["attributes"], r["generated"]).items()}}
                for r in runs]
     models = sorted({r["model"] for r in runs})
-    return {"model": ", ".join(models), "runs": per_run, "num_generations": sum(len(r["attributes"]) for r in runs),
+    confusions = R.confusions([a for r in runs for a in r["attributes"]], [g for r in runs for g in r["generated"]])
+    return {"model": ", ".join(models), "runs": per_run, "confusions": confusions,
+            "num_generations": sum(len(r["attributes"]) for r in runs),
             "permutations": permutations, "permutation_seed": seed, "accuracy": accuracy}
 
 
@@ -97,7 +99,7 @@ def markdown(summary: dict[str, Any]) -> str:
     lines = [f"# Prompt adherence pooled over {len(summary['runs'])} runs: {summary['model']}", "",
              f"{summary['num_generations']} generations (seeds {seeds}); p-values from "
              f"{summary['permutations']} derangements per run.", ""]
-    return "\n".join(lines + R._accuracy_lines(summary))
+    return "\n".join(lines + R._accuracy_lines(summary) + R.confusion_lines(summary["confusions"]))
 
 
 def write(summary: dict[str, Any], out: str | Path) -> dict[str, str]:
