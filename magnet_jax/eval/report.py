@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from magnet_jax.eval import analysers as A
-from magnet_jax.eval.significance import ABOVE_CHANCE_P
+from magnet_jax.eval.significance import ABOVE_CHANCE_P, pooled_accuracy
 
 # attribute row -> (label, prompt keys it needs, correct(prompt attributes, analysis))
 RULES: dict[str, tuple[str, tuple[str, ...], Callable[[Mapping, A.Analysis], bool]]] = {
@@ -60,7 +60,6 @@ def accuracy_table(attributes: Sequence[Mapping[str, Any]], generated: Sequence[
     generated accuracy against it (``significance``; ``seed`` draws the permutations), ceiling
     (and the ceiling of the real clips after the model's codec, when given), and how many
     prompts state it."""
-    from magnet_jax.eval.significance import pooled_accuracy
     ceil = accuracy(attributes, real)
     coded = accuracy(attributes, real_through_codec) if real_through_codec is not None else None
     tested = pooled_accuracy([(attributes, generated)], seed=seed) if len(attributes) >= 2 else None
@@ -126,14 +125,14 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines = [f"# Prompt adherence: {report['model']}", "",
              f"{report['num_prompts']} prompts from `{report['prompts_file']}`, seed {report['seed']}, "
              f"{report['duration_s']:.2f} s at {report['sample_rate']} Hz.", ""]
-    lines += _accuracy_lines(report) + confusion_lines(report.get("confusions", {}))
+    lines += accuracy_lines(report) + confusion_lines(report.get("confusions", {}))
     lines += _music_lines(report) + _frechet_lines(report)
     lines += [f"Chroma cosine, each generation vs its real counterpart (a weak measure: any audio in the "
               f"same pitch classes scores high): mean {_fmt(report['chroma_cosine']['mean'], False)}.", ""]
     return "\n".join(lines)
 
 
-def _accuracy_lines(report: Mapping[str, Any]) -> list[str]:
+def accuracy_lines(report: Mapping[str, Any]) -> list[str]:
     lines = ["| attribute | generated | chance | p (generated vs chance) | ceiling | ceiling through the codec | prompts |",
              "|---|---|---|---|---|---|---|"]
     for row in report["accuracy"].values():
@@ -228,14 +227,14 @@ def plot_music_likeness(values: Mapping[str, Mapping[str, Sequence[float]]], pat
     return path
 
 
-def _finite(x: Any) -> Any:
+def finite(x: Any) -> Any:
     """NaN / infinity -> None, so report.json is strict JSON (a silent clip has no chroma)."""
     if isinstance(x, float) and not np.isfinite(x):
         return None
     if isinstance(x, Mapping):
-        return {k: _finite(v) for k, v in x.items()}
+        return {k: finite(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
+        return [finite(v) for v in x]
     return x
 
 
@@ -244,7 +243,7 @@ def write(report: Mapping[str, Any], out: Path, per_clip: Mapping[str, Mapping[s
     out.mkdir(parents=True, exist_ok=True)
     files = {"json": out / "report.json", "markdown": out / "report.md",
              "accuracy_plot": out / "accuracy.png", "music_likeness_plot": out / "music_likeness.png"}
-    files["json"].write_text(json.dumps(_finite(report), indent=1, allow_nan=False) + "\n")
+    files["json"].write_text(json.dumps(finite(report), indent=1, allow_nan=False) + "\n")
     files["markdown"].write_text(markdown(report))
     plot_accuracy(report, files["accuracy_plot"])
     plot_music_likeness(per_clip, files["music_likeness_plot"])

@@ -55,22 +55,22 @@ def load_run(folder: str | Path) -> dict[str, Any]:
                                    else [_analysis(c, f"{path} prompt {i}") for i, c in enumerate(coded)])}
 
 
+CEILING_FIELD = {"real": "ceiling", "real_through_codec": "ceiling_through_codec"}   # analyses -> report row
+
+
 def _pooled_ceiling(runs: Sequence[dict], key: str) -> dict[str, float | None]:
-    if any(r[key] is None for r in runs):
-        return {row: _weighted_run_accuracy(runs, row, key) for row in R.RULES}
-    attrs = [a for r in runs for a in r["attributes"]]
-    return {row: v["accuracy"] for row, v in R.accuracy(attrs, [a for r in runs for a in r[key]]).items()}
-
-
-def _weighted_run_accuracy(runs: Sequence[dict], row: str, key: str) -> float | None:
-    """The pooled accuracy from each run's own figure for ``row`` (weighted by its prompt count),
-    for reports that kept the figure but not the per-prompt analyses; None if any run lacks it."""
-    rows = [r["accuracy"].get(row, {}) for r in runs]
-    if any(x.get("ceiling_through_codec" if key == "real_through_codec" else "ceiling") is None or not x.get("n")
-           for x in rows):
-        return None
-    field = "ceiling_through_codec" if key == "real_through_codec" else "ceiling"
-    return sum(x[field] * x["n"] for x in rows) / sum(x["n"] for x in rows)
+    """Per row, the accuracy of the ``key`` analyses over all runs. Reports that kept only each
+    run's figure (not the per-prompt analyses) pool it weighted by prompt count; None if absent."""
+    if all(r[key] is not None for r in runs):
+        attrs = [a for r in runs for a in r["attributes"]]
+        return {row: v["accuracy"] for row, v in R.accuracy(attrs, [a for r in runs for a in r[key]]).items()}
+    out: dict[str, float | None] = {}
+    for row in R.RULES:
+        figures = [(r["accuracy"].get(row, {}).get(CEILING_FIELD[key]), r["accuracy"].get(row, {}).get("n"))
+                   for r in runs]
+        known = all(value is not None and n for value, n in figures)
+        out[row] = sum(v * n for v, n in figures) / sum(n for _, n in figures) if known else None
+    return out
 
 
 def summarise(folders: Sequence[str | Path], permutations: int = PERMUTATIONS, seed: int = 0) -> dict[str, Any]:
@@ -99,7 +99,7 @@ def markdown(summary: dict[str, Any]) -> str:
     lines = [f"# Prompt adherence pooled over {len(summary['runs'])} runs: {summary['model']}", "",
              f"{summary['num_generations']} generations (seeds {seeds}); p-values from "
              f"{summary['permutations']} derangements per run.", ""]
-    return "\n".join(lines + R._accuracy_lines(summary) + R.confusion_lines(summary["confusions"]))
+    return "\n".join(lines + R.accuracy_lines(summary) + R.confusion_lines(summary["confusions"]))
 
 
 def write(summary: dict[str, Any], out: str | Path) -> dict[str, str]:
@@ -107,7 +107,7 @@ def write(summary: dict[str, Any], out: str | Path) -> dict[str, str]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {"json": out / "summary.json", "markdown": out / "summary.md", "plot": out / "summary.png"}
-    files["json"].write_text(json.dumps(R._finite(summary), indent=1, allow_nan=False) + "\n")
+    files["json"].write_text(json.dumps(R.finite(summary), indent=1, allow_nan=False) + "\n")
     files["markdown"].write_text(markdown(summary) + "\n")
     R.plot_accuracy(summary, files["plot"])
     return {k: str(v) for k, v in files.items()}
