@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--exclude-heldout", action="store_true",
                    help="no clip gets an (instrument, pattern, mode) combination of the held-out "
                         "evaluation prompts (magnet_jax.eval.prompts.HELDOUT_COMBOS)")
+    p.add_argument("--tempi", metavar="BPM,BPM,...",
+                   help="draw every clip's tempo from these BPMs (default: uniform over 72-152)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=synth_corpus)
 
@@ -77,12 +79,21 @@ def synth_corpus(args: argparse.Namespace) -> int:
     if args.exclude_heldout:
         from magnet_jax.eval.prompts import HELDOUT_COMBOS
         exclude = frozenset(tuple(c) for c in HELDOUT_COMBOS)
-    csv_path = write_corpus(args.out, args.clips, duration=args.duration,
-                            sample_rate=args.sample_rate, seed=args.seed,
-                            progress=not args.no_progress, exclude=exclude)
+    tempi = None
+    if args.tempi is not None:
+        try:
+            tempi = tuple(int(t) for t in args.tempi.split(",") if t.strip())
+        except ValueError:
+            raise UserError(f"--tempi {args.tempi!r}: give comma-separated whole BPMs, e.g. 80,110,140") from None
+    try:
+        csv_path = write_corpus(args.out, args.clips, duration=args.duration,
+                                sample_rate=args.sample_rate, seed=args.seed,
+                                progress=not args.no_progress, exclude=exclude, tempi=tempi)
+    except ValueError as err:
+        raise UserError(str(err)) from err
     print(json.dumps({"csv": str(csv_path), "audio": str(args.out / "audio"),
                       "labels": str(args.out / "labels.jsonl"), "clips": args.clips,
-                      "excluded_combos": sorted(exclude),
+                      "excluded_combos": sorted(exclude), "tempi": tempi,
                       "hours": round(args.clips * args.duration / 3600, 6)}))
     return 0
 

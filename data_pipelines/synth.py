@@ -34,6 +34,7 @@ PATTERNS = ("arpeggio", "chord progression", "melody")
 DYNAMICS = ("soft", "medium", "loud")
 MODES = ("major", "minor")
 TEMPO_RANGE = (72, 152)          # BPM, inclusive; a beat tracker's comfortable range
+TEMPI_LIMITS = (40, 240)         # what write_corpus(tempi=...) accepts
 SCALES = {"major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10)}
 # chord roots as scale degrees (0-based). Every progression has the tonic chord on half its
 # bars and a dominant (V) chord: cadences are what make a key, not just a scale, audible; a
@@ -68,8 +69,10 @@ class ClipAttributes:
         return f"{self.tonic} {self.mode}"
 
 
-def sample_attributes(rng: np.random.Generator) -> ClipAttributes:
-    """Draw one clip's attributes uniformly from the listed choices."""
+def sample_attributes(rng: np.random.Generator, tempi: tuple[int, ...] | None = None) -> ClipAttributes:
+    """Draw one clip's attributes uniformly from the listed choices; the BPM from ``TEMPO_RANGE``,
+    or from ``tempi`` when given (a corpus of a few well-separated tempi, for ablations on how
+    many examples per tempo an LM needs to read the BPM)."""
     mode = MODES[rng.integers(len(MODES))]
     progs = PROGRESSIONS[mode]
     return ClipAttributes(
@@ -77,7 +80,8 @@ def sample_attributes(rng: np.random.Generator) -> ClipAttributes:
         drums=bool(rng.integers(2)),
         tonic=PITCH_CLASSES[rng.integers(12)],
         mode=mode,
-        bpm=int(rng.integers(TEMPO_RANGE[0], TEMPO_RANGE[1] + 1)),
+        bpm=(int(rng.integers(TEMPO_RANGE[0], TEMPO_RANGE[1] + 1)) if tempi is None
+             else int(tempi[rng.integers(len(tempi))])),
         pattern=PATTERNS[rng.integers(len(PATTERNS))],
         dynamics=DYNAMICS[rng.integers(len(DYNAMICS))],
         progression=tuple(int(d) for d in progs[rng.integers(len(progs))]),
@@ -303,28 +307,32 @@ def combo(attrs: ClipAttributes) -> Combo:
     return attrs.instrument, attrs.pattern, attrs.mode
 
 
-def make_clip(seed: int, index: int, duration: float, sample_rate: int, exclude: frozenset[Combo] = frozenset()
-              ) -> tuple[ClipAttributes, np.ndarray, str, list[str]]:
+def make_clip(seed: int, index: int, duration: float, sample_rate: int, exclude: frozenset[Combo] = frozenset(),
+              tempi: tuple[int, ...] | None = None) -> tuple[ClipAttributes, np.ndarray, str, list[str]]:
     """Everything about clip ``index``; depends only on (seed, index, exclude).
 
     Attributes whose (instrument, pattern, mode) is in ``exclude`` are drawn again from the same
     stream, so a corpus without held-out combinations still has ``clips`` clips, deterministically.
     """
     rng = np.random.default_rng([seed, index])
-    attrs = sample_attributes(rng)
+    attrs = sample_attributes(rng, tempi)
     while combo(attrs) in exclude:
-        attrs = sample_attributes(rng)
+        attrs = sample_attributes(rng, tempi)
     audio = render_clip(attrs, duration, sample_rate, rng)
     caption, aspects = describe(attrs, rng)
     return attrs, audio, caption, aspects
 
 
 def write_corpus(out: Path, clips: int, *, duration: float = 10.0, sample_rate: int = 32000,
-                 seed: int = 0, progress: bool = True, exclude: frozenset[Combo] = frozenset()) -> Path:
+                 seed: int = 0, progress: bool = True, exclude: frozenset[Combo] = frozenset(),
+                 tempi: tuple[int, ...] | None = None) -> Path:
     """Render ``clips`` clips into ``out`` in MusicCaps layout; returns the CSV path.
 
     ``exclude``: (instrument, pattern, mode) combinations no clip may have (held out for evaluation).
+    ``tempi``: draw every clip's BPM from these values instead of ``TEMPO_RANGE``.
     """
+    if tempi is not None and (not tempi or any(not TEMPI_LIMITS[0] <= t <= TEMPI_LIMITS[1] for t in tempi)):
+        raise ValueError(f"tempi {tempi}: give one or more BPMs from {TEMPI_LIMITS[0]} to {TEMPI_LIMITS[1]}")
     bad = [c for c in exclude if len(c) != 3 or c[0] not in INSTRUMENTS or c[1] not in PATTERNS or c[2] not in MODES]
     if bad:
         raise ValueError(f"exclude: {bad} are not (instrument, pattern, mode) triples of {INSTRUMENTS}, "
@@ -340,7 +348,7 @@ def write_corpus(out: Path, clips: int, *, duration: float = 10.0, sample_rate: 
         writer = csv.writer(fcsv)
         writer.writerow(CSV_COLUMNS)
         for i in tqdm(range(clips), desc="synth-corpus", unit="clip", disable=not progress):
-            attrs, audio, caption, aspects = make_clip(seed, i, duration, sample_rate, frozenset(exclude))
+            attrs, audio, caption, aspects = make_clip(seed, i, duration, sample_rate, frozenset(exclude), tempi)
             ytid = f"synth{i:06d}"
             sf.write(out / "audio" / f"{ytid}.wav", audio, sample_rate, subtype="PCM_16")
             labels = labels_dict(attrs)

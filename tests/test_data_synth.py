@@ -110,3 +110,23 @@ def test_an_exclusion_that_is_not_a_combination_is_refused(tmp_path):
     from data_pipelines.synth import write_corpus
     with pytest.raises(ValueError, match="instrument, pattern, mode"):
         write_corpus(tmp_path, 1, duration=0.5, sample_rate=8000, exclude=frozenset({("kazoo", "melody", "minor")}))
+
+
+def test_tempi_change_only_the_tempo(tmp_path, capsys):
+    """``--tempi``: every BPM comes from the list and every other attribute is the one the
+    default corpus draws for that clip (the BPM takes one draw either way), so a tempo ablation
+    compares the same clips."""
+    from data_pipelines.synth import make_clip
+    tempi = (80, 110, 140)
+    for index in range(20):
+        free, _, _, _ = make_clip(1, index, 0.5, 8000)
+        fixed, _, caption, _ = make_clip(1, index, 0.5, 8000, tempi=tempi)
+        assert fixed.bpm in tempi and str(fixed.bpm) in caption
+        assert {**vars(fixed), "bpm": 0} == {**vars(free), "bpm": 0}
+    assert data_cli.main(["synth-corpus", "--out", str(tmp_path / "c"), "--clips", "2", "--duration", "0.5",
+                          "--sample-rate", "8000", "--tempi", "90,120", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["tempi"] == [90, 120]
+    assert {json.loads(line)["bpm"] for line in open(tmp_path / "c" / "labels.jsonl")} <= {90, 120}
+    for bad, message in (("fast", "comma-separated whole BPMs"), ("20,120", "from 40 to 240")):
+        assert data_cli.main(["synth-corpus", "--out", str(tmp_path / "d"), "--clips", "1", "--tempi", bad]) == 2
+        assert message in capsys.readouterr().err
