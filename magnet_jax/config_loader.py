@@ -47,6 +47,8 @@ def _parse(text: str, like: Any) -> Any:
         return tuple(_parse(t, like[0]) if like else _literal(t) for t in text.split(",") if t)
     if isinstance(like, (int, float)) and not isinstance(like, bool):
         return type(like)(ast.literal_eval(text))
+    if like is None:              # an optional field left unset: read a literal (a number, None)
+        return _literal(text)
     return text
 
 

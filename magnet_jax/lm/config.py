@@ -28,6 +28,7 @@ class LMConfig:
     positional_embedding: str = "sin"  # "sin" (MAGNeT), "rope" or "sin_rope" (audiocraft's options)
     max_period: float = 10_000.0    # of the sinusoidal embedding and of RoPE's frequencies
     positional_scale: float = 1.0   # scales the sinusoid; for RoPE, blends the rotation with 1
+    sin_scale: float | None = None  # the sinusoid's own scale with "sin_rope" (None: positional_scale)
     norm_eps: float = 1e-5
     cross_attention: bool = True    # text conditioning by cross-attention
     compute_dtype: str = "float32"  # "float32" or "bfloat16"; params are always float32
@@ -41,6 +42,9 @@ class LMConfig:
             raise ValueError(f"positional_embedding {self.positional_embedding!r}: use one of {POSITIONAL_EMBEDDINGS}")
         if self.uses_rope and self.head_dim % 2:
             raise ValueError(f"RoPE rotates pairs of channels: head_dim {self.head_dim} must be even")
+        if self.sin_scale is not None and self.positional_embedding != "sin_rope":
+            raise ValueError(f"sin_scale={self.sin_scale} sets the sinusoid's scale apart from RoPE's; with "
+                             f"positional_embedding={self.positional_embedding!r} use positional_scale")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"compute_dtype {self.compute_dtype!r}: use 'float32' or 'bfloat16'")
         if self.n_q < 1 or self.card < 2:
@@ -55,6 +59,16 @@ class LMConfig:
     def uses_sin(self) -> bool:
         """The sinusoid is added to the input embeddings ("sin", "sin_rope")."""
         return self.positional_embedding in ("sin", "sin_rope")
+
+    @property
+    def sinusoid_scale(self) -> float:
+        """What multiplies the added sinusoid. audiocraft has one ``positional_scale`` for both the
+        sinusoid and RoPE's blend; ``sin_scale`` (ours, "sin_rope" only) parts them. Why: the
+        sinusoid's entries are of order 1 while the codebook embeddings start at std 1/sqrt(dim), so
+        at scale 1 the positions swamp the tokens and a small model learns slowly (dim 256: first
+        codebook cross-entropy 4.64 after 900 steps against 2.88 with RoPE alone); a small
+        ``sin_scale`` gives absolute positions without taking RoPE's rotation down with it."""
+        return self.positional_scale if self.sin_scale is None else self.sin_scale
 
     @property
     def uses_rope(self) -> bool:

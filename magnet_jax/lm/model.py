@@ -46,7 +46,7 @@ class MagnetLM(nnx.Module):
         x = sum(jnp.take(tables[k], codes[:, k], axis=0) for k in range(K))
         if cfg.uses_sin:
             pos = sinusoidal_embedding(jnp.arange(T), cfg.dim, cfg.max_period)
-            x = x + cfg.positional_scale * pos[None]
+            x = x + cfg.sinusoid_scale * pos[None]
         return constrain(x.astype(cfg.dtype), "batch", "length", "act_embed")
 
     def attention_bias(self, stage: int | jax.Array, length: int) -> "jax.Array | LocalBand | None":
