@@ -54,6 +54,32 @@ def test_music_likeness_separates_real_clips_from_noise(clips):
     assert 0.09 < noise.pitch_salience < 0.2 and noise.spectral_flatness > 0.3     # near 1/12 and near 1
 
 
+def test_periodicity_of_an_exactly_periodic_envelope_is_its_closed_form():
+    """A zero-mean pattern of P frames repeated over N frames: (N - P) / N at lag P, the largest."""
+    pattern = np.random.default_rng(0).normal(size=25)
+    envelope = np.tile(pattern - pattern.mean(), 12)                   # N = 300, P = 25 (150 BPM at 62.5 fps)
+    assert A.periodicity(envelope, 62.5) == pytest.approx(275 / 300, abs=1e-12)
+    assert A.periodicity(np.ones(300), 62.5) == 0.0                     # no onsets, no beat
+    assert A.periodicity(envelope[:20], 62.5) == 0.0                    # shorter than one 180-BPM beat
+    assert A.periodicity(envelope, 62.5, bpm_range=(60.0, 100.0)) == pytest.approx(250 / 300, abs=1e-12)  # lag 2P
+
+
+def _clicks(times: np.ndarray, sr: int = 16000) -> np.ndarray:
+    y = np.zeros(5 * sr, np.float32)
+    burst = (np.random.default_rng(0).uniform(-1, 1, 800) * np.exp(-np.arange(800) / 150)).astype(np.float32)
+    for t in times:
+        i = int(t * sr)
+        y[i:i + 800] += burst[:len(y[i:i + 800])]
+    return y
+
+
+def test_beat_steadiness_tells_a_beat_from_scattered_onsets(clips):
+    steady = A.analyse(_clicks(np.arange(0, 5, 0.5)), 16000).beat_steadiness        # 120 BPM
+    scattered = A.analyse(_clicks(np.sort(np.random.default_rng(1).uniform(0, 4.9, 10))), 16000).beat_steadiness
+    real = [r.beat_steadiness for _, r in clips]
+    assert steady > 0.7 and scattered < 0.3 and np.mean(real) > 0.6, (steady, scattered, np.mean(real))
+
+
 def test_calibration_table_is_reproduced_by_this_code():
     """calibration.json's recorded clips, rendered and featurized now, give its stored features."""
     cal = A.load_calibration()

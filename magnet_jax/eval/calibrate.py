@@ -112,7 +112,7 @@ def score(attrs: Sequence, feats: Sequence[dict], calibration: dict | None = Non
     kk = [A.key_scores(A.chroma_of(f))[0][1] for f in feats]
     acc["key_krumhansl"] = float(np.mean([k == a.key for k, a in zip(kk, attrs)]))
     acc["mode_krumhansl"] = float(np.mean([k.split()[1] == a.mode for k, a in zip(kk, attrs)]))
-    for name in ("pitch_salience", "spectral_flatness"):
+    for name in A.MUSIC_MEASURES:
         values = [f[name] for f in feats]
         acc[f"{name}_range"] = [float(min(values)), float(max(values))]
     return acc

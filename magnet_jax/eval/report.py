@@ -34,7 +34,7 @@ RULES: dict[str, tuple[str, tuple[str, ...], Callable[[Mapping, A.Analysis], boo
     "pattern": ("pattern", ("pattern",), lambda p, a: a.pattern == p["pattern"]),
     "drums": ("drums", ("drums",), lambda p, a: a.drums == p["drums"]),
 }
-MUSIC_MEASURES = ("pitch_salience", "spectral_flatness")
+MUSIC_MEASURES = A.MUSIC_MEASURES
 
 
 def correct(attributes: Mapping[str, Any], analysis: A.Analysis) -> dict[str, bool | None]:

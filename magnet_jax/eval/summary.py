@@ -18,6 +18,7 @@ from magnet_jax.eval import report as R
 from magnet_jax.eval.significance import PERMUTATIONS, pooled_accuracy
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(A.Analysis))
+_REQUIRED = tuple(f.name for f in dataclasses.fields(A.Analysis) if f.default is dataclasses.MISSING)
 
 
 class SummaryError(ValueError):
@@ -25,10 +26,10 @@ class SummaryError(ValueError):
 
 
 def _analysis(row: dict, where: str) -> A.Analysis:
-    missing = [f for f in _FIELDS if f not in row]
+    missing = [f for f in _REQUIRED if f not in row]
     if missing:
         raise SummaryError(f"{where} lacks {missing}: not a report.json written by `magnet-jax eval`")
-    return A.Analysis(**{f: row[f] for f in _FIELDS})
+    return A.Analysis(**{f: row[f] for f in _FIELDS if f in row})      # older reports lack newer measures
 
 
 def load_run(folder: str | Path) -> dict[str, Any]:
