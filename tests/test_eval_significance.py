@@ -96,10 +96,14 @@ def _report(folder, seed: int, rows: list[tuple[dict, A.Analysis, A.Analysis]]) 
 def test_eval_summary_cli_pools_reports(tmp_path, capsys):
     from magnet_jax.cli import run
     organ, sine = {"instrument": "organ", "drums": True}, {"instrument": "sine lead", "drums": False}
-    _report(tmp_path / "s0", 0, [(organ, _fake(instrument="organ", drums=True), _fake(instrument="organ")),
-                                 (sine, _fake(instrument="sine lead"), _fake(instrument="sine lead"))])
-    _report(tmp_path / "s1", 1, [(organ, _fake(instrument="sine lead", drums=True), _fake(instrument="organ", drums=True)),
-                                 (sine, _fake(instrument="organ"), _fake(instrument="organ"))])
+    _report(tmp_path / "s0", 0, [(organ, _fake(instrument="organ", drums=True, beat_steadiness=0.1),
+                                  _fake(instrument="organ", beat_steadiness=0.7)),
+                                 (sine, _fake(instrument="sine lead", beat_steadiness=0.2),
+                                  _fake(instrument="sine lead", beat_steadiness=0.8))])
+    _report(tmp_path / "s1", 1, [(organ, _fake(instrument="sine lead", drums=True, beat_steadiness=0.3),
+                                  _fake(instrument="organ", drums=True, beat_steadiness=0.75)),
+                                 (sine, _fake(instrument="organ", beat_steadiness=0.4),
+                                  _fake(instrument="organ", beat_steadiness=0.25))])
     out = tmp_path / "pooled"
     rc = run([register], ["eval-summary", str(tmp_path / "s0"), str(tmp_path / "s1"), "--out", str(out),
                           "--permutations", "200"])
@@ -117,6 +121,11 @@ def test_eval_summary_cli_pools_reports(tmp_path, capsys):
                                                    "sine lead": {"sine lead": 1, "organ": 1}}
     assert "| drums | 100.0 % | 0.0 % | 0.005 (above chance) |" in (out / "summary.md").read_text()
     assert (out / "summary.png").read_bytes().startswith(b"\x89PNG")
+    # music-likeness of all 4 generations against the range of all 4 real clips (nan: not measured)
+    beat = summary["music_likeness"]["beat_steadiness"]
+    assert beat["generated"] == pytest.approx({"mean": 0.25, "min": 0.1, "max": 0.4})
+    assert (beat["real"]["min"], beat["real"]["max"], beat["generated_within_real_range"]) == (0.25, 0.8, 0.5)
+    assert "| beat_steadiness | 0.25 | 0.625 | 0.25 – 0.8 | 50.0 % |" in (out / "summary.md").read_text()
     # bad input: one-line errors naming the folder
     (tmp_path / "empty").mkdir()
     rc = run([register], ["eval-summary", str(tmp_path / "empty"), "--out", str(out)])
@@ -125,3 +134,17 @@ def test_eval_summary_cli_pools_reports(tmp_path, capsys):
     (tmp_path / "s0" / "report.json").write_text("{")
     rc = run([register], ["eval-summary", str(tmp_path / "s0"), "--out", str(out)])
     assert rc == 2 and "not valid JSON" in capsys.readouterr().err
+
+
+def test_reports_written_before_beat_steadiness_still_pool(tmp_path):
+    from magnet_jax.eval.summary import summarise
+    organ, sine = {"instrument": "organ"}, {"instrument": "sine lead"}
+    _report(tmp_path / "old", 0, [(organ, _fake(pitch_salience=0.2), _fake(pitch_salience=0.5)),
+                                  (sine, _fake(pitch_salience=0.4), _fake(pitch_salience=0.3))])
+    report = json.loads((tmp_path / "old" / "report.json").read_text())
+    for row in report["prompts"]:
+        del row["generated"]["beat_steadiness"], row["real"]["beat_steadiness"]
+    (tmp_path / "old" / "report.json").write_text(json.dumps(report))
+    music = summarise([tmp_path / "old"], permutations=10)["music_likeness"]
+    assert "beat_steadiness" not in music
+    assert music["pitch_salience"]["generated_within_real_range"] == 0.5      # 0.4 inside 0.3-0.5, 0.2 not

@@ -98,10 +98,13 @@ def spread(values: Sequence[float]) -> dict[str, float]:
 
 
 def music_likeness(generated: Sequence[A.Analysis], real: Sequence[A.Analysis]) -> dict[str, dict]:
-    """Per measure: generated and real spreads, and the share of generations inside the real range."""
+    """Per measure: generated and real spreads, and the share of generations inside the real range.
+    A measure that some analyses lack (nan: reports written before it existed) is left out."""
     out = {}
     for name in MUSIC_MEASURES:
         g, r = [getattr(a, name) for a in generated], [getattr(a, name) for a in real]
+        if not np.all(np.isfinite(g + r)):
+            continue
         lo, hi = min(r), max(r)
         out[name] = {"generated": spread(g), "real": spread(r),
                      "generated_within_real_range": float(np.mean([lo <= x <= hi for x in g]))}
@@ -126,7 +129,7 @@ def markdown(report: Mapping[str, Any]) -> str:
              f"{report['num_prompts']} prompts from `{report['prompts_file']}`, seed {report['seed']}, "
              f"{report['duration_s']:.2f} s at {report['sample_rate']} Hz.", ""]
     lines += accuracy_lines(report) + confusion_lines(report.get("confusions", {}))
-    lines += _music_lines(report) + _frechet_lines(report)
+    lines += music_lines(report) + _frechet_lines(report)
     lines += [f"Chroma cosine, each generation vs its real counterpart (a weak measure: any audio in the "
               f"same pitch classes scores high): mean {_fmt(report['chroma_cosine']['mean'], False)}.", ""]
     return "\n".join(lines)
@@ -159,7 +162,7 @@ def confusion_lines(tables: Mapping[str, Mapping[str, Mapping[str, int]]]) -> li
     return lines
 
 
-def _music_lines(report: Mapping[str, Any]) -> list[str]:
+def music_lines(report: Mapping[str, Any]) -> list[str]:
     lines = ["## Music-likeness", "",
              "| measure | generated mean | real mean | real range | generated in real range |", "|---|---|---|---|---|"]
     for name, m in report["music_likeness"].items():

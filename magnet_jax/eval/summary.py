@@ -3,7 +3,8 @@
 One run of 42 prompts is a small sample: a 10-point difference in accuracy is within noise.
 Pooling the runs of several seeds (each ``report.json`` keeps every prompt's analyses) gives
 one accuracy per attribute over all generations, the exact chance and a permutation p-value
-pooled over the runs (``significance``), and the ceilings over all the real clips. The README's
+pooled over the runs (``significance``), the ceilings over all the real clips, and the
+music-likeness of all generations against the range of all real clips. The README's
 adherence table is this command's ``summary.md``.
 """
 from __future__ import annotations
@@ -90,7 +91,8 @@ def summarise(folders: Sequence[str | Path], permutations: int = PERMUTATIONS, s
                for r in runs]
     models = sorted({r["model"] for r in runs})
     confusions = R.confusions([a for r in runs for a in r["attributes"]], [g for r in runs for g in r["generated"]])
-    return {"model": ", ".join(models), "runs": per_run, "confusions": confusions,
+    music = R.music_likeness([g for r in runs for g in r["generated"]], [a for r in runs for a in r["real"]])
+    return {"model": ", ".join(models), "runs": per_run, "confusions": confusions, "music_likeness": music,
             "num_generations": sum(len(r["attributes"]) for r in runs),
             "permutations": permutations, "permutation_seed": seed, "accuracy": accuracy}
 
@@ -100,7 +102,8 @@ def markdown(summary: dict[str, Any]) -> str:
     lines = [f"# Prompt adherence pooled over {len(summary['runs'])} runs: {summary['model']}", "",
              f"{summary['num_generations']} generations (seeds {seeds}); p-values from "
              f"{summary['permutations']} derangements per run.", ""]
-    return "\n".join(lines + R.accuracy_lines(summary) + R.confusion_lines(summary["confusions"]))
+    return "\n".join(lines + R.accuracy_lines(summary) + R.confusion_lines(summary["confusions"])
+                     + R.music_lines(summary))
 
 
 def write(summary: dict[str, Any], out: str | Path) -> dict[str, str]:
