@@ -60,12 +60,16 @@ def load_run(folder: str | Path) -> dict[str, Any]:
 CEILING_FIELD = {"real": "ceiling", "real_through_codec": "ceiling_through_codec"}   # analyses -> report row
 
 
+def _pooled(runs: Sequence[dict], key: str) -> list:
+    """One run field (``attributes``, ``generated``, ``real``, ...) over all runs, in order."""
+    return [x for r in runs for x in r[key]]
+
+
 def _pooled_ceiling(runs: Sequence[dict], key: str) -> dict[str, float | None]:
     """Per row, the accuracy of the ``key`` analyses over all runs. Reports that kept only each
     run's figure (not the per-prompt analyses) pool it weighted by prompt count; None if absent."""
     if all(r[key] is not None for r in runs):
-        attrs = [a for r in runs for a in r["attributes"]]
-        return {row: v["accuracy"] for row, v in R.accuracy(attrs, [a for r in runs for a in r[key]]).items()}
+        return {row: v["accuracy"] for row, v in R.accuracy(_pooled(runs, "attributes"), _pooled(runs, key)).items()}
     out: dict[str, float | None] = {}
     for row in R.RULES:
         figures = [(r["accuracy"].get(row, {}).get(CEILING_FIELD[key]), r["accuracy"].get(row, {}).get("n"))
@@ -90,8 +94,8 @@ def summarise(folders: Sequence[str | Path], permutations: int = PERMUTATIONS, s
                 "generated": {row: v["accuracy"] for row, v in R.accuracy(r["attributes"], r["generated"]).items()}}
                for r in runs]
     models = sorted({r["model"] for r in runs})
-    confusions = R.confusions([a for r in runs for a in r["attributes"]], [g for r in runs for g in r["generated"]])
-    music = R.music_likeness([g for r in runs for g in r["generated"]], [a for r in runs for a in r["real"]])
+    confusions = R.confusions(_pooled(runs, "attributes"), _pooled(runs, "generated"))
+    music = R.music_likeness(_pooled(runs, "generated"), _pooled(runs, "real"))
     return {"model": ", ".join(models), "runs": per_run, "confusions": confusions, "music_likeness": music,
             "num_generations": sum(len(r["attributes"]) for r in runs),
             "permutations": permutations, "permutation_seed": seed, "accuracy": accuracy}
