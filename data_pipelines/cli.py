@@ -32,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "evaluation prompts (magnet_jax.eval.prompts.HELDOUT_COMBOS)")
     p.add_argument("--tempi", metavar="BPM,BPM,...",
                    help="draw every clip's tempo from these BPMs (default: uniform over 72-152)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes rendering clips (the corpus is the same whatever the number)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=synth_corpus)
 
@@ -44,8 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--split", default="train")
     t.add_argument("--codec", default="encodec_32khz",
                    help="codec architecture: encodec_32khz, encodec_16khz, encodec_24khz")
-    t.add_argument("--codec-weights", help="converted checkpoint (audiocraft export or Hugging Face "
-                                           "folder); without it the codec has random weights")
+    t.add_argument("--codec-weights", help="an audiocraft export, a Hugging Face folder, a train-codec "
+                                           "workdir or a converted model folder (the shipped default: "
+                                           "magnet_jax/assets/default_model); without it the codec has "
+                                           "random weights")
     t.add_argument("--codec-seed", type=int, default=0, help="init seed when no weights are given")
     t.add_argument("--codec-override", action="append", default=[], metavar="KEY=VALUE",
                    help="change an EncodecConfig field of a random-init codec, e.g. n_filters=8 "
@@ -88,7 +92,8 @@ def synth_corpus(args: argparse.Namespace) -> int:
     try:
         csv_path = write_corpus(args.out, args.clips, duration=args.duration,
                                 sample_rate=args.sample_rate, seed=args.seed,
-                                progress=not args.no_progress, exclude=exclude, tempi=tempi)
+                                progress=not args.no_progress, exclude=exclude, tempi=tempi,
+                                workers=args.workers)
     except ValueError as err:
         raise UserError(str(err)) from err
     print(json.dumps({"csv": str(csv_path), "audio": str(args.out / "audio"),

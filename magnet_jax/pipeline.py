@@ -263,6 +263,23 @@ def _restore(path: Path) -> Any:
         return jax.tree.map(np.asarray, ckpt.restore(path.absolute()))
 
 
+def load_converted_codec(folder: str | os.PathLike) -> tuple[EncodecConfig, Encodec]:
+    """The codec of a converted model folder (the shipped default model included): what
+    ``tokenize --codec-weights`` needs to make tokens a converted LM can be fine-tuned on."""
+    folder = Path(folder).absolute()
+    meta = _read_meta(folder)
+    cfg = EncodecConfig(**meta["codec"])
+    return cfg, _load_codec(folder, cfg)
+
+
+def _read_meta(folder: Path) -> dict:
+    meta = json.loads((folder / META_FILE).read_text())
+    if meta.get("format") != FORMAT:
+        raise PipelineError(f"{folder} was converted by another magnet-jax version (format "
+                            f"{meta.get('format')}, this one reads {FORMAT}); convert it again")
+    return meta
+
+
 def _load_codec(folder: Path, cfg: EncodecConfig) -> Encodec:
     abstract = nnx.eval_shape(lambda: Encodec(cfg, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
@@ -395,10 +412,7 @@ class MAGNeT:
                        mesh: Mesh | None | str = "auto", compute_dtype: str = "float32") -> "MAGNeT":
         """A folder written by ``convert`` (orbax + JSON; reads no torch pickle)."""
         folder = Path(folder).absolute()
-        meta = json.loads((folder / META_FILE).read_text())
-        if meta.get("format") != FORMAT:
-            raise PipelineError(f"{folder} was converted by another magnet-jax version (format "
-                                f"{meta.get('format')}, this one reads {FORMAT}); convert it again")
+        meta = _read_meta(folder)
         mesh = auto_mesh() if mesh == "auto" else mesh
         lm = _load_lm(folder, compute_dtype)
         codec_model = _load_codec(folder, EncodecConfig(**meta["codec"]))

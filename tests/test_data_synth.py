@@ -130,3 +130,15 @@ def test_tempi_change_only_the_tempo(tmp_path, capsys):
     for bad, message in (("fast", "comma-separated whole BPMs"), ("20,120", "from 40 to 240")):
         assert data_cli.main(["synth-corpus", "--out", str(tmp_path / "d"), "--clips", "1", "--tempi", bad]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_workers_render_the_same_corpus(tmp_path):
+    """Clip i depends only on (seed, i), so rendering in 2 processes writes the same files."""
+    one = synth.write_corpus(tmp_path / "one", 5, duration=1.0, sample_rate=8000, seed=3, progress=False)
+    two = synth.write_corpus(tmp_path / "two", 5, duration=1.0, sample_rate=8000, seed=3, progress=False,
+                             workers=2)
+    assert one.read_text() == two.read_text()
+    for wav in sorted((one.parent / "audio").glob("*.wav")):
+        assert wav.read_bytes() == (two.parent / "audio" / wav.name).read_bytes()
+    with pytest.raises(ValueError, match="--workers"):
+        synth.write_corpus(tmp_path / "bad", 5, workers=0)

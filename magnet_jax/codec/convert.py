@@ -325,7 +325,8 @@ def load_audiocraft_codec(path: str | os.PathLike, *, hf_folder: str | os.PathLi
     if path.is_dir():
         path = path / "compression_state_dict.bin"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; pass compression_state_dict.bin or its folder")
+        raise FileNotFoundError(f"{path} does not exist; pass compression_state_dict.bin or its folder, "
+                                f"a train-codec workdir or a converted model folder (magnet.json)")
     pkg = _torch_load(path)
     if not isinstance(pkg, Mapping):
         raise CheckpointError(f"{path} holds a {type(pkg).__name__}, not an audiocraft export dict")
@@ -352,9 +353,13 @@ def load_audiocraft_codec(path: str | os.PathLike, *, hf_folder: str | os.PathLi
 
 
 def load_codec(path: str | os.PathLike, **kwargs: Any) -> tuple[EncodecConfig, Encodec]:
-    """Load any kind: a train-codec workdir (config.json + checkpoints/), a Hugging Face folder
-    (has config.json) or an audiocraft export."""
+    """Load any kind: a train-codec workdir (config.json + checkpoints/), a converted model folder
+    (magnet.json, e.g. the shipped default model), a Hugging Face folder (has config.json) or an
+    audiocraft export."""
     path = Path(path)
+    if path.is_dir() and (path / "magnet.json").is_file():
+        from magnet_jax.pipeline import load_converted_codec
+        return load_converted_codec(path)
     if path.is_dir() and (path / "checkpoints").is_dir() and (path / "config.json").is_file():
         from magnet_jax.codec.training.evaluation_run import trained_codec
         return trained_codec(path)
