@@ -82,14 +82,13 @@ def export_trained(lm_workdir: str | Path, codec_workdir: str | Path, out: str |
     Checks that the pair belongs together (codebooks, card, frame rate) before writing, so a
     mismatched export is one clear error, not a model that decodes noise.
     """
-    from magnet_jax.codec.training.evaluation_run import trained_codec
     from magnet_jax.lm.checkpoint import save_lm
     from magnet_jax.lm.convert import build_lm
     from magnet_jax.pipeline import FORMAT, PipelineError, _check_compatible, _write_converted
 
     config, params, step = restore_lm_params(lm_workdir, step, use_ema)
     lm_cfg = LMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["lm"].items()})
-    codec_cfg, codec = trained_codec(codec_workdir, codec_step)
+    codec_cfg, codec = _codec_of(codec_workdir, codec_step)
     try:
         _check_compatible(lm_cfg, codec_cfg)
     except PipelineError as err:
@@ -113,6 +112,19 @@ def export_trained(lm_workdir: str | Path, codec_workdir: str | Path, out: str |
             "generation": {"decoding_steps": [20] + [10] * (lm_cfg.n_q - 1), **(generation or {})},
             **(extra_meta or {})}
     return _write_converted(Path(out), meta, lm, codec, text_params, save_lm)
+
+
+def _codec_of(source: str | Path, codec_step: int | None):
+    """A ``train-codec`` workdir (at ``codec_step``), or the codec of a converted model folder: the
+    one that tokenized the LM's data when it came from ``tokenize --codec-weights FOLDER``."""
+    from magnet_jax.codec.training.evaluation_run import trained_codec
+    from magnet_jax.pipeline import META_FILE, load_converted_codec
+
+    if (Path(source) / META_FILE).is_file():
+        if codec_step is not None:
+            raise ExportError(f"{source} is a converted model folder with one codec; drop --codec-step")
+        return load_converted_codec(source)
+    return trained_codec(source, codec_step)
 
 
 def folder_size_mb(folder: str | Path) -> float:

@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "`magnet-jax train-codec` workdir as one model folder that "
                                           "`generate --model` and `eval --model` load.")
     e.add_argument("--lm-workdir", required=True, help="a `magnet-jax train` workdir")
-    e.add_argument("--codec-workdir", required=True, help="the `magnet-jax train-codec` workdir that tokenized its data")
+    e.add_argument("--codec-workdir", required=True, help="the codec that tokenized its data: a `magnet-jax train-codec` "
+                                                          "workdir or a converted model folder")
     e.add_argument("--out", required=True, help="output folder")
     e.add_argument("--step", type=int, help="LM checkpoint step (default: the latest)")
     e.add_argument("--codec-step", type=int, help="codec checkpoint step (default: the latest)")

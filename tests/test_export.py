@@ -100,6 +100,24 @@ def test_an_unknown_generation_setting_is_refused(workdirs, tmp_path, capsys):
     assert not (tmp_path / "model").exists()
 
 
+def test_the_codec_may_come_from_a_converted_model_folder(workdirs, tmp_path):
+    """An LM trained on tokens of a shipped model's codec (``tokenize --codec-weights FOLDER``)
+    exports with that folder as its codec: the new folder holds the train-codec checkpoint's
+    weights, as the first export did."""
+    from magnet_jax.codec.training.evaluation_run import trained_codec
+
+    assert run_export(workdirs, tmp_path / "first") == 0
+    export_trained(workdirs / "lm", tmp_path / "first", tmp_path / "second")
+    _, trained = trained_codec(workdirs / "codec")
+    again = MAGNeT.from_pretrained(str(tmp_path / "second"), mesh=None).codec.model
+    want, got = nnx.to_pure_dict(nnx.state(trained)), nnx.to_pure_dict(nnx.state(again))
+    assert jax.tree.structure(want) == jax.tree.structure(got)
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ExportError, match="drop --codec-step"):
+        export_trained(workdirs / "lm", tmp_path / "first", tmp_path / "third", codec_step=2)
+
+
 def run_export(workdirs, out, *extra: str) -> int:
     from magnet_jax import pipeline_cli
     return run([pipeline_cli.register], ["export", "--lm-workdir", str(workdirs / "lm"),
