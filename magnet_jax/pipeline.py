@@ -415,7 +415,7 @@ class MAGNeT:
         meta = _read_meta(folder)
         mesh = auto_mesh() if mesh == "auto" else mesh
         lm = _load_lm(folder, compute_dtype)
-        codec_model = _load_codec(folder, EncodecConfig(**meta["codec"]))
+        _, codec_model = load_converted_codec(folder)
         conditioner = _load_conditioner(folder, meta, lm.cfg.dim, text_encoder, mesh)
         model = cls(lm, codec_model, conditioner, name=meta["source"], mesh=mesh)
         model.checkpoint_dir = folder
