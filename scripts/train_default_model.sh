@@ -15,12 +15,12 @@ RUNS=${RUNS:-runs}
 OUT=${OUT:-magnet_jax/assets/default_model}
 TOKENS=$RUNS/default_tokens/magnet_tokens/1.0.0
 
-magnet-jax synth-corpus --out "$RUNS/synth16k" --clips 1200 --sample-rate 16000 --no-progress
+magnet-jax synth-corpus --out "$RUNS/synth16k" --clips 1200 --sample-rate 16000 --workers 2 --no-progress
 magnet-jax train-codec --config configs/codec_oscillators.py --workdir "$RUNS/codec_osc" data.dir="$RUNS/synth16k"
 magnet-jax eval-codec --workdir "$RUNS/codec_osc" --out "$RUNS/codec_osc/eval" --clips 30
 
-magnet-jax synth-corpus --out "$RUNS/lm_corpus" --clips 1500 --sample-rate 16000 --seed 1 --exclude-heldout --no-progress
-magnet-jax synth-corpus --out "$RUNS/lm_corpus_valid" --clips 64 --sample-rate 16000 --seed 2 --exclude-heldout --no-progress
+magnet-jax synth-corpus --out "$RUNS/lm_corpus" --clips 1500 --sample-rate 16000 --seed 1 --exclude-heldout --workers 2 --no-progress
+magnet-jax synth-corpus --out "$RUNS/lm_corpus_valid" --clips 64 --sample-rate 16000 --seed 2 --exclude-heldout --workers 2 --no-progress
 magnet-jax tokenize "$RUNS/lm_corpus/musiccaps.csv" --out "$TOKENS" --codec-weights "$RUNS/codec_osc" \
     --segment-duration 5 --batch-size 16 --no-progress
 magnet-jax tokenize "$RUNS/lm_corpus_valid/musiccaps.csv" --out "$TOKENS" --codec-weights "$RUNS/codec_osc" \
