@@ -23,8 +23,15 @@ VERB_MODULES: tuple[str, ...] = (
 )
 
 
+# Exit codes, documented in the README's "Reliability" section for schedulers and scripts.
+EXIT_OK = 0          # done
+EXIT_BAD_INPUT = 2   # the input is wrong (a flag, a file, a config): fix it and rerun
+EXIT_FAILED = 3      # the run itself failed (non-finite loss, no intact checkpoint, ...)
+EXIT_PREEMPTED = 75  # SIGTERM / SIGINT: state saved, rerun the same command to resume (sysexits EX_TEMPFAIL)
+
+
 class UserError(Exception):
-    """A problem with the user's input: printed as one line, exit code 2."""
+    """A problem with the user's input: printed as one line, exit code 2 (EXIT_BAD_INPUT)."""
 
 
 def build_parser(registers: Iterable[Callable] | None = None) -> argparse.ArgumentParser:
@@ -48,7 +55,7 @@ def run(registers: Iterable[Callable] | None = None, argv: list[str] | None = No
         return int(args.func(args) or 0)
     except UserError as err:
         print(f"magnet-jax {args.verb}: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
 
 def main(argv: list[str] | None = None) -> int:
