@@ -204,8 +204,8 @@ def convert(name_or_path: str | os.PathLike | CheckpointFiles, out: str | os.Pat
     that looks complete. ``text_encoder`` (a local T5 folder) is recorded so later loads find it.
     """
     from magnet_jax.lm.checkpoint import save_lm
-    from magnet_jax.lm.convert import (CONDITION_PREFIX, build_lm, lm_config_from_xp, read_torch_checkpoint,
-                                       split_checkpoint, to_params)
+    from magnet_jax.lm.convert import (CONDITION_PREFIX, lm_config_from_xp, lm_from_state, read_torch_checkpoint,
+                                       split_checkpoint)
     from magnet_jax.text import output_proj_from_torch, text_settings_from_xp
 
     files = name_or_path if isinstance(name_or_path, CheckpointFiles) else locate(name_or_path)
@@ -217,7 +217,7 @@ def convert(name_or_path: str | os.PathLike | CheckpointFiles, out: str | os.Pat
         raise PipelineError(f"{files.lm} has no 'xp.cfg': not an audiocraft export")
     lm_cfg = lm_config_from_xp(xp, frame_rate=int(codec_cfg.frame_rate))
     _check_compatible(lm_cfg, codec_cfg)
-    lm = build_lm(lm_cfg, to_params(state, lm_cfg))
+    lm_cfg, lm = lm_from_state(state, lm_cfg)
     meta: dict[str, Any] = {
         "format": FORMAT, "source": files.source, "files": [str(files.lm), str(files.codec)],
         "lm": dataclasses.asdict(lm_cfg), "codec": dataclasses.asdict(codec_cfg), "text": None,

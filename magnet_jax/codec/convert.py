@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from magnet_jax import xp_cfg as xp_cfg_module
 from magnet_jax.codec.config import EncodecConfig
 from magnet_jax.codec.encodec import Encodec
 from magnet_jax.codec.seanet import torch_layer_indices
@@ -60,52 +61,22 @@ _HF_DEFAULTS: dict[str, Any] = dict(
     residual_kernel_size=3, dilation_growth_rate=2, use_causal_conv=True, pad_mode="reflect", compress=2,
     num_lstm_layers=2, trim_right_ratio=1.0, codebook_size=1024, codebook_dim=None, use_conv_shortcut=True)
 
-_INTERPOLATION = re.compile(r"\$\{([^}]+)\}")
-
-
-def _lookup(root: Mapping, dotted: str) -> Any:
-    if ":" in dotted:
-        raise CheckpointError(f"xp.cfg uses the resolver ${{{dotted}}} in a codec setting; replace it with its value")
-    node: Any = root
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            raise CheckpointError(f"xp.cfg interpolation ${{{dotted}}} refers to a missing key")
-        node = node[part]
-    return node
-
-
-def _resolve(node: Any, root: Mapping, depth: int = 0) -> Any:
-    """Resolve OmegaConf-style ``${a.b}`` interpolations (what an unresolved xp.cfg dump contains)."""
-    if depth > 20:
-        raise CheckpointError("xp.cfg interpolations are circular")
-    if isinstance(node, Mapping):
-        return {k: _resolve(v, root, depth) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_resolve(v, root, depth) for v in node]
-    if isinstance(node, str):
-        whole = _INTERPOLATION.fullmatch(node.strip())
-        if whole:
-            return _resolve(_lookup(root, whole.group(1)), root, depth + 1)
-        return _INTERPOLATION.sub(lambda m: str(_resolve(_lookup(root, m.group(1)), root, depth + 1)), node)
-    return node
-
-
 def config_from_audiocraft(xp_cfg: str | Mapping) -> EncodecConfig:
     """EncodecConfig from an audiocraft ``xp.cfg`` (the YAML string in the export, or a dict)."""
-    if isinstance(xp_cfg, str):
-        import yaml
-        raw = yaml.safe_load(xp_cfg)
-    else:
-        raw = dict(xp_cfg)
-    if not isinstance(raw, Mapping):
-        raise CheckpointError(f"xp.cfg is not a mapping (got {type(raw).__name__})")
+    try:
+        raw = xp_cfg_module.parse(xp_cfg)
+    except xp_cfg_module.XpCfgError as err:
+        raise CheckpointError(str(err)) from err
     if raw.get("compression_model", "encodec") != "encodec":
         raise CheckpointError(f"compression_model={raw['compression_model']!r}: only 'encodec' checkpoints are supported")
     for section in ("encodec", "seanet", "rvq"):
         if section not in raw:
             raise CheckpointError(f"xp.cfg has no '{section}' section; is this an EnCodec checkpoint?")
     # resolve only what we read: a training config's other sections may use resolvers (${oc.env:...})
-    cfg = {section: _resolve(raw[section], raw) for section in ("encodec", "seanet", "rvq")}
+    try:
+        cfg = {section: xp_cfg_module.setting(raw, section) for section in ("encodec", "seanet", "rvq")}
+    except xp_cfg_module.XpCfgError as err:
+        raise CheckpointError(str(err)) from err
     enc = cfg["encodec"]
     if enc.get("autoencoder", "seanet") != "seanet" or enc.get("quantizer", "rvq") != "rvq":
         raise CheckpointError(f"encodec.autoencoder={enc.get('autoencoder')!r}, encodec.quantizer="

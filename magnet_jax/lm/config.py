@@ -28,12 +28,16 @@ class LMConfig:
     positional_embedding: str = "sin"  # "sin" (MAGNeT), "rope" or "sin_rope" (audiocraft's options)
     max_period: float = 10_000.0    # of the sinusoidal embedding and of RoPE's frequencies
     positional_scale: float = 1.0   # scales the sinusoid; for RoPE, blends the rotation with 1
+    rope_frequencies: tuple[float, ...] | None = None  # RoPE's head_dim/2 pair frequencies as a
+                                    # checkpoint saved them (fp16-rounded); None: from max_period
     sin_scale: float | None = None  # the sinusoid's own scale with "sin_rope" (None: positional_scale)
     norm_eps: float = 1e-5
     cross_attention: bool = True    # text conditioning by cross-attention
     compute_dtype: str = "float32"  # "float32" or "bfloat16"; params are always float32
 
     def __post_init__(self) -> None:
+        if self.rope_frequencies is not None:   # JSON gives a list: keep the config hashable
+            object.__setattr__(self, "rope_frequencies", tuple(float(f) for f in self.rope_frequencies))
         if self.dim % self.num_heads:
             raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if (self.dim // 2) < 2:
@@ -42,6 +46,10 @@ class LMConfig:
             raise ValueError(f"positional_embedding {self.positional_embedding!r}: use one of {POSITIONAL_EMBEDDINGS}")
         if self.uses_rope and self.head_dim % 2:
             raise ValueError(f"RoPE rotates pairs of channels: head_dim {self.head_dim} must be even")
+        if self.rope_frequencies is not None and (not self.uses_rope or len(self.rope_frequencies) != self.head_dim // 2):
+            raise ValueError(f"rope_frequencies has {len(self.rope_frequencies)} entries: it is for a RoPE model "
+                             f"(positional_embedding {self.positional_embedding!r}) with head_dim/2 = "
+                             f"{self.head_dim // 2} pairs")
         if self.sin_scale is not None and self.positional_embedding != "sin_rope":
             raise ValueError(f"sin_scale={self.sin_scale} sets the sinusoid's scale apart from RoPE's; with "
                              f"positional_embedding={self.positional_embedding!r} use positional_scale")

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from magnet_jax import xp_cfg
 from magnet_jax.lm.config import POSITIONAL_EMBEDDINGS, LMConfig
 from magnet_jax.modules.embedding import rope_frequencies
 from magnet_jax.lm.model import MagnetLM
@@ -62,60 +63,110 @@ def xp_cfg_of(path: str | os.PathLike) -> dict:
 
 
 def parse_xp_cfg(xp: str | Mapping) -> dict:
-    if isinstance(xp, Mapping):
-        return dict(xp)
-    import yaml
-    return yaml.safe_load(xp)
+    try:
+        return xp_cfg.parse(xp)
+    except xp_cfg.XpCfgError as err:
+        raise CheckpointError(str(err)) from err
 
 
 # -- config ----------------------------------------------------------------------------------
 def _get(tree: Mapping, dotted: str, default: Any = None) -> Any:
-    node: Any = tree
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return default
-        node = node[part]
-    return node
+    try:
+        return xp_cfg.setting(tree, dotted, default)
+    except xp_cfg.XpCfgError as err:
+        raise CheckpointError(str(err)) from err
 
 
 # Options of audiocraft's transformer that MAGNeT checkpoints never use and we do not implement:
-# (xp.cfg key, the value we support).
+# (xp.cfg key, audiocraft's value when the key is absent, the value we support). The absent-key
+# values are the constructor defaults of LMModel (lm.py: norm_first False, bias_proj True),
+# StreamingTransformer(Layer) (transformer.py: bias_ff / bias_attn True, activation relu through
+# nn.TransformerEncoderLayer) and ConditionFuser: a key missing from a hand-written xp.cfg means
+# what audiocraft would build, not what we would like.
 _SUPPORTED = (
-    ("transformer_lm.norm_first", True), ("transformer_lm.bias_ff", False),
-    ("transformer_lm.bias_attn", False), ("transformer_lm.bias_proj", False),
-    ("transformer_lm.layer_scale", None), ("transformer_lm.xpos", False),
-    ("transformer_lm.qk_layer_norm", False), ("transformer_lm.qk_layer_norm_cross", False),
-    ("transformer_lm.kv_repeat", 1), ("transformer_lm.norm", "layer_norm"),
-    ("transformer_lm.activation", "gelu"), ("transformer_lm.causal", False),
-    ("fuser.cross_attention_pos_emb", False),
+    ("transformer_lm.norm_first", False, True), ("transformer_lm.bias_ff", True, False),
+    ("transformer_lm.bias_attn", True, False), ("transformer_lm.bias_proj", True, False),
+    ("transformer_lm.layer_scale", None, None), ("transformer_lm.xpos", False, False),
+    ("transformer_lm.qk_layer_norm", False, False), ("transformer_lm.qk_layer_norm_cross", False, False),
+    ("transformer_lm.kv_repeat", 1, 1), ("transformer_lm.norm", "layer_norm", "layer_norm"),
+    ("transformer_lm.activation", "relu", "gelu"), ("transformer_lm.causal", False, False),
+    ("fuser.cross_attention_pos_emb", False, False),
 )
+MAGNET_LM = "transformer_lm_magnet"   # xp.cfg lm_model of MAGNeT (builders.get_lm_model)
 
 
-def lm_config_from_xp(xp: Mapping, frame_rate: int | None = None, **overrides) -> LMConfig:
-    """LMConfig from a checkpoint's xp.cfg. ``frame_rate`` overrides the codec frame rate
-    (audiocraft takes it from the compression model)."""
-    problems = [f"{key}={_get(xp, key)!r} (supported: {want!r})"
-                for key, want in _SUPPORTED if _get(xp, key, want) != want]
+def _unsupported(xp: Mapping) -> list[str]:
+    """Every xp.cfg choice this implementation would compute differently from audiocraft."""
+    problems = [f"{key}={_get(xp, key, default)!r} (supported: {want!r})"
+                for key, default, want in _SUPPORTED if _get(xp, key, default) != want]
+    lm_model = _get(xp, "lm_model", MAGNET_LM)
+    if lm_model != MAGNET_LM:
+        kind = "a MusicGen / AudioGen (autoregressive) LM" if lm_model == "transformer_lm" else "not a MAGNeT LM"
+        problems.append(f"lm_model={lm_model!r}: {kind}; only {MAGNET_LM!r} checkpoints load here")
+    modeling = _get(xp, "codebooks_pattern.modeling", "parallel")
+    if modeling != "parallel":
+        problems.append(f"codebooks_pattern.modeling={modeling!r} (MAGNeT decodes codebooks in parallel: 'parallel')")
     positional = _get(xp, "transformer_lm.positional_embedding", "sin")
     if positional not in POSITIONAL_EMBEDDINGS:
         problems.append(f"transformer_lm.positional_embedding={positional!r} (supported: {POSITIONAL_EMBEDDINGS})")
     fuse_other = [m for m in ("sum", "prepend", "input_interpolate") if _get(xp, f"fuser.{m}")]
     if fuse_other:
         problems.append(f"fuser methods {fuse_other} (only cross-attention conditioning is supported)")
+    return problems
+
+
+def _span_len(xp: Mapping) -> int:
+    """masking.span_len, as loaders.load_lm_model_magnet sets it on the model (the composed
+    transformer_lm.span_len is a -1 placeholder); a hand-written config may give only the latter."""
+    span_len = _get(xp, "masking.span_len", _get(xp, "transformer_lm.span_len", 3))
+    if span_len is None or int(span_len) < 1:
+        raise CheckpointError(f"xp.cfg gives no usable span length (masking.span_len={_get(xp, 'masking.span_len')!r}, "
+                              f"transformer_lm.span_len={_get(xp, 'transformer_lm.span_len')!r}): set masking.span_len")
+    return int(span_len)
+
+
+def lm_config_from_xp(xp: Mapping, frame_rate: int | None = None, **overrides) -> LMConfig:
+    """LMConfig from a checkpoint's xp.cfg, each setting derived as audiocraft 1.3.0 derives it
+    when it loads the checkpoint (``MAGNeT.get_pretrained`` -> ``loaders.load_lm_model_magnet`` ->
+    ``builders.get_lm_model`` -> ``MagnetLMModel`` / ``LMModel`` / ``StreamingTransformer``):
+
+    - dim, num_heads, num_layers, n_q, card: ``transformer_lm.*`` (builders.py:90, the kwargs);
+    - ffn_dim = int(hidden_scale * dim) (lm.py:168; hidden_scale defaults to 4);
+    - cross_attention: ``transformer_lm.cross_attention`` OR any condition in ``fuser.cross``
+      (builders.py:99 "enforce cross-att programmatically"; the composed MAGNeT configs say false
+      and list ``description`` there);
+    - segment_duration: ``dataset.segment_duration`` (loaders.py:134, replacing the composed 0);
+    - span_len: ``masking.span_len`` (loaders.py:135, replacing the composed -1);
+    - frame_rate: the codec's frame rate (loaders.py:133; ``frame_rate`` here), else
+      ``transformer_lm.compression_model_framerate``;
+    - subcodes_context: ``transformer_lm.subcodes_context`` (MagnetLMModel default 5);
+    - positional_embedding / max_period / positional_scale: ``transformer_lm.*`` (StreamingTransformer
+      defaults sin / 10000 / 1.0); RoPE frequencies come from the checkpoint's buffers
+      (``to_params`` / ``rope_frequencies_of``), not from this config;
+    - the codebook pattern: ``codebooks_pattern.modeling`` must be 'parallel' (builders.py:108;
+      the delay / unroll keys the composed config also holds are not read by it);
+    - text conditioning: ``conditioners`` and ``classifier_free_guidance`` (``text_settings_from_xp``);
+    - options that do not change the math of an exported model in float32: dropout,
+      attention_dropout, emb_lr, weight_init / depthwise_init / zero_bias_init, checkpointing,
+      custom / memory_efficient (same attention, another kernel), attention_as_float32,
+      two_step_cfg (MAGNeT refuses it at generation), past_context (causal models only).
+    ``frame_rate`` overrides the codec frame rate.
+    """
+    problems = _unsupported(xp)
     if problems:
         raise CheckpointError("xp.cfg uses options this implementation does not support: " + "; ".join(problems))
     lm = _get(xp, "transformer_lm", {})
     missing = [k for k in ("dim", "num_heads", "num_layers", "n_q", "card") if k not in lm]
     if missing:
         raise CheckpointError(f"xp.cfg lacks transformer_lm.{missing}: not a MAGNeT LM config")
-    span_len = _get(xp, "masking.span_len", lm.get("span_len", 3))
+    fuser_cross = _get(xp, "fuser.cross", []) or []
     cfg = LMConfig(
         dim=int(lm["dim"]), num_heads=int(lm["num_heads"]), num_layers=int(lm["num_layers"]),
         ffn_dim=int(lm.get("hidden_scale", 4) * lm["dim"]), n_q=int(lm["n_q"]), card=int(lm["card"]),
-        subcodes_context=int(lm.get("subcodes_context", 5)), span_len=int(span_len),
+        subcodes_context=int(lm.get("subcodes_context", 5)), span_len=_span_len(xp),
         frame_rate=int(frame_rate or lm.get("compression_model_framerate", 50)),
         segment_duration=float(_get(xp, "dataset.segment_duration", 10)),
-        cross_attention=bool(lm.get("cross_attention", True)),
+        cross_attention=bool(lm.get("cross_attention", False)) or len(fuser_cross) > 0,
         positional_embedding=str(lm.get("positional_embedding", "sin")),
         max_period=float(lm.get("max_period", 10_000.0)),
         positional_scale=float(lm.get("positional_scale", 1.0)),
@@ -154,16 +205,27 @@ def _rope_buffer_keys(cfg: LMConfig) -> list[str]:
                                                for i in range(cfg.num_layers)]
 
 
-def check_rope_buffers(state: Mapping[str, np.ndarray], cfg: LMConfig) -> None:
-    """The saved RoPE frequencies are not parameters (we recompute them from ``max_period``), but
-    they must agree with the config, or the checkpoint was trained with another max_period."""
+def with_checkpoint_rope(state: Mapping[str, np.ndarray], cfg: LMConfig) -> LMConfig:
+    """``cfg`` with RoPE's frequencies taken from the checkpoint's saved buffers.
+
+    audiocraft registers them as a buffer, so ``load_state_dict`` replaces the computed ones with
+    the file's: an fp16 export rounds them (0.5625 for 0.5623) and the reference rotates with the
+    rounded values, so must we (recomputing them gave stage-0 logit differences of 1e-3). They
+    must still agree with ``max_period`` to fp16 precision, or the checkpoint was trained with
+    another max_period than its config says."""
+    keys = _rope_buffer_keys(cfg)
+    if not keys:
+        return cfg
+    saved = [np.asarray(state[k], np.float64) for k in keys]
+    if any(not np.array_equal(saved[0], other) for other in saved[1:]):
+        raise CheckpointError(f"the RoPE frequency buffers of {keys[0]} and the layers' self_attn.rope differ: "
+                              f"the checkpoint is inconsistent")
     want = rope_frequencies(cfg.head_dim, cfg.max_period)
-    wrong = [k for k in _rope_buffer_keys(cfg)
-             if not np.allclose(np.asarray(state[k], np.float64), want, rtol=1e-3, atol=0)]
-    if wrong:
-        raise CheckpointError(f"RoPE frequencies in {wrong[0]} (and {len(wrong) - 1} more) do not match "
+    if not np.allclose(saved[0], want, rtol=1e-3, atol=0):
+        raise CheckpointError(f"RoPE frequencies in {keys[0]} (and {len(keys) - 1} more) do not match "
                               f"max_period={cfg.max_period} and head_dim={cfg.head_dim} of the config: "
                               f"set transformer_lm.max_period in xp.cfg (or pass cfg=) to the value it was trained with")
+    return cfg.replace(rope_frequencies=tuple(float(np.float32(f)) for f in saved[0]))
 
 
 def check_keys(state: Mapping[str, np.ndarray], cfg: LMConfig) -> None:
@@ -188,7 +250,6 @@ def check_keys(state: Mapping[str, np.ndarray], cfg: LMConfig) -> None:
 def to_params(state: Mapping[str, np.ndarray], cfg: LMConfig) -> dict:
     """audiocraft key layout -> our nested parameter dict (pure numpy, float32)."""
     check_keys(state, cfg)
-    check_rope_buffers(state, cfg)
     D, H, Dh, L = cfg.dim, cfg.num_heads, cfg.head_dim, cfg.num_layers
 
     def layers(fmt: str, fn=lambda w: w) -> np.ndarray:
@@ -218,6 +279,13 @@ def to_params(state: Mapping[str, np.ndarray], cfg: LMConfig) -> dict:
         "out_norm": {"weight": state["out_norm.weight"], "bias": state["out_norm.bias"]},
         "transformer": {"layers": tr},
     }
+
+
+def lm_from_state(state: Mapping[str, np.ndarray], cfg: LMConfig) -> tuple[LMConfig, MagnetLM]:
+    """(config completed from the checkpoint, model) for an audiocraft LM state dict."""
+    check_keys(state, cfg)
+    cfg = with_checkpoint_rope(state, cfg)
+    return cfg, build_lm(cfg, to_params(state, cfg))
 
 
 def build_lm(cfg: LMConfig, params: Mapping) -> MagnetLM:
@@ -250,4 +318,5 @@ def load_audiocraft_lm(path: str | os.PathLike, frame_rate: int | None = None,
             raise CheckpointError(f"{path} is a bare state dict without 'xp.cfg'; pass an LMConfig (cfg=...)")
         cfg = lm_config_from_xp(xp, frame_rate=frame_rate)
     condition = {k: v for k, v in state.items() if k.startswith(CONDITION_PREFIX)}
-    return cfg, build_lm(cfg, to_params(state, cfg)), condition
+    cfg, model = lm_from_state(state, cfg)
+    return cfg, model, condition

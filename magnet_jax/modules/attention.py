@@ -23,9 +23,11 @@ from magnet_jax.modules.layers import param, truncated_normal, uniform, gaussian
 
 @dataclasses.dataclass(frozen=True)
 class Rope:
-    """Static RoPE settings of a self-attention (``LMConfig.max_period``, ``positional_scale``)."""
+    """Static RoPE settings of a self-attention (``LMConfig.max_period``, ``positional_scale``,
+    ``rope_frequencies``: the checkpoint's own frequencies, or None to compute them)."""
     max_period: float = 10_000.0
     scale: float = 1.0
+    frequencies: tuple[float, ...] | None = None
 
 
 def band_bias(length: int, context: int, dtype=jnp.float32) -> jax.Array:
@@ -104,7 +106,7 @@ class SelfAttention(nnx.Module):
     def __call__(self, x: jax.Array, bias: "jax.Array | LocalBand | None") -> jax.Array:
         q, k, v = jnp.einsum("btd,dchk->cbthk", x, self.in_proj[...].astype(x.dtype))
         if self.rope is not None:
-            q, k = (rotary_embedding(t, self.rope.max_period, self.rope.scale) for t in (q, k))
+            q, k = (rotary_embedding(t, self.rope.max_period, self.rope.scale, self.rope.frequencies) for t in (q, k))
         if isinstance(bias, LocalBand):
             out = band_window_attention(q, k, v, bias)
         else:

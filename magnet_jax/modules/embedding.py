@@ -13,6 +13,8 @@ offset (e.g. one pitch period earlier in the token stream).
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,13 +36,18 @@ def rope_frequencies(head_dim: int, max_period: float = 10_000.0) -> np.ndarray:
     return 1.0 / (max_period ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
 
 
-def rotary_embedding(x: jax.Array, max_period: float = 10_000.0, scale: float = 1.0) -> jax.Array:
+def rotary_embedding(x: jax.Array, max_period: float = 10_000.0, scale: float = 1.0,
+                     frequencies: Sequence[float] | None = None) -> jax.Array:
     """Rotate queries or keys x [B, T, H, Dh] by their position 0..T-1 (computed in float32,
-    returned in x's dtype)."""
+    returned in x's dtype). ``frequencies``: the Dh/2 pair frequencies as a checkpoint saved them
+    (an fp16 export rounds them, and audiocraft rotates with the rounded values); None computes
+    them from ``max_period``."""
     B, T, H, Dh = x.shape
     if Dh % 2:
         raise ValueError(f"RoPE needs an even head dim, got {Dh}")
-    freqs = jnp.asarray(rope_frequencies(Dh, max_period), jnp.float32)
+    if frequencies is None:
+        frequencies = rope_frequencies(Dh, max_period)
+    freqs = jnp.asarray(np.asarray(frequencies, np.float64), jnp.float32)
     angles = jnp.arange(T, dtype=jnp.float32)[:, None] * freqs                  # [T, Dh/2]
     cos = scale * jnp.cos(angles)[None, :, None] + (1.0 - scale)
     sin = scale * jnp.sin(angles)[None, :, None]

@@ -44,7 +44,7 @@ class FeedForward(nnx.Module):
 class TransformerLayer(nnx.Module):
     def __init__(self, cfg: LMConfig, *, depth, rngs: nnx.Rngs):
         self.norm1 = LayerNorm(cfg.dim, cfg.norm_eps)
-        rope = Rope(cfg.max_period, cfg.positional_scale) if cfg.uses_rope else None
+        rope = Rope(cfg.max_period, cfg.positional_scale, cfg.rope_frequencies) if cfg.uses_rope else None
         self.self_attn = SelfAttention(cfg.dim, cfg.num_heads, depth=depth, rngs=rngs, rope=rope)
         if cfg.cross_attention:
             self.norm_cross = LayerNorm(cfg.dim, cfg.norm_eps)
