@@ -45,12 +45,25 @@ def build_parser(registers: Iterable[Callable] | None = None) -> argparse.Argume
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args`` that accepts ``key=value`` overrides anywhere after the verb, for the
+    verbs that take them (an ``overrides`` positional): argparse alone gives the positional only
+    its first run of tokens and calls the rest "unrecognized"."""
+    from magnet_jax.config_loader import is_override
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all(is_override(t) for t in extra):
+        args.overrides = list(args.overrides or []) + extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def run(registers: Iterable[Callable] | None = None, argv: list[str] | None = None) -> int:
     """Parse argv, run the chosen verb, and print a UserError as one line (exit code 2).
 
     A verb module can run on its own with ``run([register], argv)``.
     """
-    args = build_parser(registers).parse_args(argv)
+    args = parse_args(build_parser(registers), argv)
     try:
         return int(args.func(args) or 0)
     except UserError as err:

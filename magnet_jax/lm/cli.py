@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="audiocraft state_dict.bin or a converted LM directory")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--unconditional", action="store_true", help="no text condition (no CFG)")
-    p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. sampler.top_p=0.8")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides anywhere after the verb, e.g. sampler.top_p=0.8")
     p.set_defaults(func=run_sample)
 
     c = subparsers.add_parser("convert-lm", help="convert an audiocraft LM state_dict.bin to orbax",
@@ -54,8 +55,8 @@ def run_sample(args) -> int:
 
     try:
         config = load_config(args.config, args.overrides)
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        raise UserError(str(err)) from err
+    except (FileNotFoundError, KeyError, ValueError, TypeError) as err:
+        raise UserError(str(err).strip('"')) from None
     model = _load_model(config, args.checkpoint)
     cfg, sampler_cfg = model.cfg, config["sampler"]
     sampler = MagnetSampler(model)
