@@ -38,6 +38,7 @@ class LMConfig:
     def __post_init__(self) -> None:
         if self.rope_frequencies is not None:   # JSON gives a list: keep the config hashable
             object.__setattr__(self, "rope_frequencies", tuple(float(f) for f in self.rope_frequencies))
+        self._check_ranges()
         if self.dim % self.num_heads:
             raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
         if (self.dim // 2) < 2:
@@ -57,6 +58,22 @@ class LMConfig:
             raise ValueError(f"compute_dtype {self.compute_dtype!r}: use 'float32' or 'bfloat16'")
         if self.n_q < 1 or self.card < 2:
             raise ValueError(f"n_q={self.n_q}, card={self.card}: need n_q >= 1 and card >= 2")
+
+    def _check_ranges(self) -> None:
+        """Sizes >= 1 and finite scales, checked first: a 0 or -1 would otherwise surface as a
+        ZeroDivisionError here or a shape error deep inside JAX."""
+        from magnet_jax.config_loader import check_finite
+        check_finite(self, "lm")
+        for name in ("dim", "num_heads", "num_layers", "ffn_dim", "n_q", "span_len", "frame_rate"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"lm.{name} must be >= 1, got {getattr(self, name)}")
+        if self.subcodes_context < -1:
+            raise ValueError(f"lm.subcodes_context must be >= 0, or -1 for unrestricted, got {self.subcodes_context}")
+        if self.segment_duration <= 0 or self.sequence_len < 1:
+            raise ValueError(f"lm.segment_duration {self.segment_duration} gives {self.sequence_len} frames at "
+                             f"lm.frame_rate {self.frame_rate}; need at least one frame")
+        if self.max_period <= 0 or self.norm_eps <= 0:
+            raise ValueError(f"lm.max_period and lm.norm_eps must be > 0, got {self.max_period}, {self.norm_eps}")
 
     @property
     def mask_id(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from magnet_jax.config_loader import check_finite
 from magnet_jax.lm.config import LMConfig
 from magnet_jax.train.optim import OptimConfig
 
@@ -53,6 +54,13 @@ class TrainConfig:
             raise ValueError("train: log_every, checkpoint_every and keep_checkpoints must be >= 1")
         if self.max_nonfinite < 1:
             raise ValueError(f"train.max_nonfinite must be >= 1, got {self.max_nonfinite}")
+        if self.eval_every < 0 or self.eval_batches < 1:
+            raise ValueError(f"train.eval_every must be >= 0 (0 = never) and train.eval_batches >= 1, "
+                             f"got {self.eval_every}, {self.eval_batches}")
+        if any(s < 1 for s in self.inject_nan_steps):
+            raise ValueError(f"train.inject_nan_steps {self.inject_nan_steps}: steps count from 1")
+        if not 0.0 <= self.peak_tflops < float("inf"):
+            raise ValueError(f"train.peak_tflops must be >= 0 (0 = from the device kind), got {self.peak_tflops}")
         if self.stage_weights and (min(self.stage_weights) < 0 or sum(self.stage_weights) <= 0):
             raise ValueError(f"train.stage_weights {self.stage_weights}: need weights >= 0 with a positive sum "
                              f"(or none at all for MAGNeT's uniform stages)")
@@ -66,6 +74,15 @@ class MeshConfig:
     tensor: int = 1
     devices: int = 0                # use the first N devices only (0 = all; single-process runs)
 
+    def __post_init__(self) -> None:
+        for name in ("data", "fsdp", "tensor"):
+            if getattr(self, name) < 1 and getattr(self, name) != -1:
+                raise ValueError(f"mesh.{name} must be >= 1, or -1 for the remaining devices, got {getattr(self, name)}")
+        if [self.data, self.fsdp, self.tensor].count(-1) > 1:
+            raise ValueError(f"mesh: only one of data, fsdp, tensor may be -1, got {self.data}, {self.fsdp}, {self.tensor}")
+        if self.devices < 0:
+            raise ValueError(f"mesh.devices must be >= 0 (0 = all), got {self.devices}")
+
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
@@ -78,6 +95,13 @@ class DataConfig:
     merge_text_p: float = 0.0       # audiocraft MusicDataset text augmentation
     drop_desc_p: float = 0.0
     drop_other_p: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.worker_count < 0 or self.prefetch < 0:
+            raise ValueError(f"data.worker_count and data.prefetch must be >= 0, got {self.worker_count}, {self.prefetch}")
+        for name in ("merge_text_p", "drop_desc_p", "drop_other_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,11 +153,26 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     for name, kind in types.items():
         if not isinstance(config[name], kind):
             raise ValueError(f"config[{name!r}] is a {type(config[name]).__name__}, expected {kind.__name__}")
+    for name in SECTIONS:
+        check_finite(config[name], name)
+    check_schedule(config["optim"], config["train"].steps, "optim")
     weights, n_q = config["train"].stage_weights, config["lm"].n_q
     if weights and len(weights) != n_q:
         raise ValueError(f"train.stage_weights has {len(weights)} entries but the LM has {n_q} codebooks; "
                          f"give one weight per stage (e.g. train.stage_weights={','.join(['1'] * n_q)})")
     return config
+
+
+def check_schedule(oc: OptimConfig, steps: int, section: str) -> None:
+    """The learning-rate schedule fits the run: checked before a workdir is written, so a bad
+    warmup is one line, not a failure after the run folder already holds this config."""
+    if oc.schedule == "cosine" and (oc.total_steps or steps) <= oc.warmup:
+        length = f"{section}.total_steps {oc.total_steps}" if oc.total_steps else f"train.steps {steps}"
+        raise ValueError(f"{section}.warmup {oc.warmup} must be below the cosine schedule's length ({length}); "
+                         f"lower {section}.warmup or raise {'the length' if oc.total_steps else 'train.steps'}")
+    if oc.schedule == "inverse_sqrt" and oc.warmup < 1:
+        raise ValueError(f"{section}.schedule=inverse_sqrt needs {section}.warmup >= 1 (its rate is "
+                         f"lr * sqrt(warmup / step): 0 with warmup 0)")
 
 
 def to_json(config: dict[str, Any]) -> dict[str, Any]:

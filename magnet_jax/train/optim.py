@@ -64,6 +64,25 @@ class OptimConfig:
                              f"(got {self.lr}, {self.warmup}, {self.max_norm}, {self.ema_every})")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"optim.ema_decay {self.ema_decay} must be in [0, 1)")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """The remaining numbers in their sane ranges (a NaN fails every comparison here)."""
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"optim.{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0.0 <= self.lr_min_ratio <= 1.0:
+            raise ValueError(f"optim.lr_min_ratio must be in [0, 1], got {self.lr_min_ratio}")
+        positive = ("lr", "eps", "cycle_length", "d0")
+        non_negative = ("weight_decay", "total_steps", "warmup_init_lr", "growth_rate")
+        for name in positive:
+            if not 0.0 < getattr(self, name) < math.inf:
+                raise ValueError(f"optim.{name} must be a finite number > 0, got {getattr(self, name)}")
+        for name in non_negative:
+            if not 0.0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"optim.{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if not self.max_norm < math.inf:
+            raise ValueError(f"optim.max_norm must be finite (0 disables clipping), got {self.max_norm}")
 
 
 # ---------------------------------------------------------------- schedules

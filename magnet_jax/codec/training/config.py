@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from magnet_jax.codec.config import EncodecConfig
-from magnet_jax.train.config import MeshConfig, TrainConfig
+from magnet_jax.config_loader import check_finite
+from magnet_jax.train.config import MeshConfig, TrainConfig, check_schedule
 from magnet_jax.train.optim import OptimConfig
 
 SECTIONS = ("codec", "train", "optim", "disc_optim", "mesh", "data", "losses", "disc", "quantizer", "eval")
@@ -146,6 +147,8 @@ class CodecDataConfig:
             raise ValueError(f"data.segment_duration must be positive, got {self.segment_duration}")
         if not 0.0 <= self.valid_percent < 100.0:
             raise ValueError(f"data.valid_percent must be in [0, 100), got {self.valid_percent}")
+        if self.worker_count < 0:
+            raise ValueError(f"data.worker_count must be >= 0, got {self.worker_count}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +179,11 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     for name, kind in SECTION_TYPES.items():
         if not isinstance(config[name], kind):
             raise ValueError(f"config[{name!r}] is a {type(config[name]).__name__}, expected {kind.__name__}")
+    for name in SECTIONS:
+        check_finite(config[name], name)
     tc = config["train"]
+    check_schedule(config["optim"], tc.steps, "optim")
+    check_schedule(config["disc_optim"], tc.steps, "disc_optim")
     if tc.grad_accum != 1 or tc.remat:
         raise ValueError("train-codec does not implement train.grad_accum > 1 or train.remat; "
                          "lower train.batch_size instead")
