@@ -37,8 +37,8 @@ class AudioSettings:
     loudness_compressor: bool = False
 
     def __post_init__(self) -> None:
-        if self.segment_duration <= 0:
-            raise ValueError(f"segment_duration must be positive, got {self.segment_duration}")
+        if not 0 < self.segment_duration < float("inf"):
+            raise ValueError(f"segment_duration must be a finite number > 0, got {self.segment_duration}")
         if not 0 < self.min_segment_ratio <= 1:
             raise ValueError(f"min_segment_ratio must be in (0, 1], got {self.min_segment_ratio}")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -111,6 +112,7 @@ def tokenize(args: argparse.Namespace) -> int:
     from data_pipelines.tokenize import TokenizeOptions
     from data_pipelines.tokenize import tokenize as run
 
+    check_tokenize_args(args)
     try:
         manifest = read_manifest(args.source, args.format, args.audio_dir)
         encoder = CodecEncoder.from_name(args.codec, args.batch_size, weights=args.codec_weights,
@@ -129,6 +131,20 @@ def tokenize(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from None
     print(json.dumps(summary, indent=1))
     return 0
+
+
+def check_tokenize_args(args: argparse.Namespace) -> None:
+    """Refuse impossible numbers before anything is built or written: a job that failed later
+    would leave an --out folder whose job file records the bad value."""
+    at_least_one = {"--batch-size": args.batch_size, "--clips-per-shard": args.clips_per_shard,
+                    "--decode-workers": args.decode_workers, "--max-shards": args.max_shards}
+    for flag, value in at_least_one.items():
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value}: must be >= 1")
+    if not 0 < args.segment_duration < math.inf:
+        raise UserError(f"--segment-duration {args.segment_duration}: must be a finite number of seconds > 0")
+    if not 0 < args.min_segment_ratio <= 1:
+        raise UserError(f"--min-segment-ratio {args.min_segment_ratio}: must be in (0, 1]")
 
 
 def _text_embedder(args: argparse.Namespace):

@@ -168,6 +168,56 @@ def _mark_absl_flags_parsed(worker_index: int, worker_count: int) -> None:
         flags.FLAGS.mark_as_parsed()
 
 
+# ---------------------------------------------------------------- the shards
+
+class ShardSource:
+    """The shards of one split as one random-access grain source that names the shard a read
+    fails in (grain's own ArrayRecordDataSource raises riegeli's message without the file).
+
+    Opening checks the record counts against dataset_info.json, so a truncated shard (which
+    ArrayRecord opens as an empty one) is named before training starts; a shard damaged in the
+    middle is named at the first record read from the damaged chunk."""
+
+    def __init__(self, directory: Path, split: str):
+        self.paths = [str(p) for p in records.shard_paths(directory, split)]
+        self.ends = np.cumsum(records.shard_lengths(directory, split))
+        try:
+            self._source = grain.sources.ArrayRecordDataSource(self.paths)
+        except Exception:  # noqa: BLE001 - riegeli raises RuntimeError without naming the file
+            self._source = None
+        if self._source is None or len(self._source) != int(self.ends[-1] if len(self.ends) else 0):
+            self._name_damaged_shard()
+
+    def _name_damaged_shard(self) -> None:
+        """Raise DamagedShardError for the first shard that cannot be opened or holds another
+        number of records than dataset_info.json lists."""
+        starts = np.concatenate([[0], self.ends[:-1]])
+        for path, start, end in zip(self.paths, starts, self.ends):
+            count = records.count_records(Path(path))
+            if count != end - start:
+                raise records.DamagedShardError(
+                    f"{path} holds {count} records, dataset_info.json lists {end - start} (truncated?); "
+                    f"{records.REDO_HINT}")
+        raise records.DamagedShardError(f"the shards of {Path(self.paths[0]).parent} cannot be opened together; "
+                                        f"{records.REDO_HINT}")
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> bytes:
+        try:
+            return self._source[index]
+        except Exception as err:  # noqa: BLE001 - riegeli's RuntimeError for a damaged chunk
+            shard = int(np.searchsorted(self.ends, index, side="right"))
+            first = int(self.ends[shard - 1]) if shard else 0
+            raise records.DamagedShardError(
+                f"{self.paths[shard]}: record {index - first} cannot be read ({records.one_line(err)}); "
+                f"{records.REDO_HINT}") from None
+
+    def __repr__(self) -> str:
+        return f"ShardSource({len(self.paths)} shards of {Path(self.paths[0]).parent})"
+
+
 # ---------------------------------------------------------------- the loader
 
 def _process_info(process_index: int | None, process_count: int | None) -> tuple[int, int]:
@@ -187,8 +237,7 @@ def make_dataset(directory: Path, cfg: LoaderConfig, split: str = "train",
     if cfg.batch_size % pc:
         raise ValueError(f"global batch {cfg.batch_size} is not divisible by {pc} processes; "
                          f"use a multiple of {pc}")
-    paths = [str(p) for p in records.shard_paths(directory, split)]
-    source = grain.sources.ArrayRecordDataSource(paths)
+    source = ShardSource(Path(directory), split)
     if len(source) < pc:
         raise ValueError(f"{directory} split {split!r} has {len(source)} records, fewer than "
                          f"the {pc} processes that must each get some")

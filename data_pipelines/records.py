@@ -20,6 +20,7 @@ One record = one segment of one clip:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Iterator
@@ -60,15 +61,63 @@ def shard_name(split: str, index: int, count: int) -> str:
     return f"{DATASET_NAME}-{split}.array_record-{index:05d}-of-{count:05d}"
 
 
-def shard_paths(directory: Path, split: str = "train") -> list[Path]:
-    """The finished shards of a split, in order."""
+class DamagedShardError(ValueError):
+    """A shard that cannot be read (truncated, overwritten, missing): the message names the file
+    and how to redo it."""
+
+
+REDO_HINT = ("rerun `magnet-jax tokenize` with the same arguments and --out: it verifies finished "
+             "shards and redoes damaged ones")
+
+
+def shard_lengths(directory: Path, split: str = "train") -> list[int]:
+    """Records per shard of a split, as dataset_info.json lists them."""
     info = json.loads((Path(directory) / "dataset_info.json").read_text())
     for s in info.get("splits", []):
         if s["name"] == split:
-            count = len(s["shardLengths"])
-            return [Path(directory) / shard_name(split, i, count) for i in range(count)]
+            return [int(n) for n in s["shardLengths"]]
     names = [s["name"] for s in info.get("splits", [])]
     raise ValueError(f"{directory} has no split {split!r}; it has {names}")
+
+
+def shard_paths(directory: Path, split: str = "train") -> list[Path]:
+    """The finished shards of a split, in order."""
+    count = len(shard_lengths(directory, split))
+    return [Path(directory) / shard_name(split, i, count) for i in range(count)]
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in chunks (shards can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def count_records(path: Path) -> int:
+    """Records in one shard; a truncated or overwritten file raises DamagedShardError naming it.
+
+    Why not just ``num_records()``: a truncated ArrayRecord file opens and reports 0 records,
+    and only ``close()`` raises (sometimes with an empty message)."""
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    if not Path(path).is_file():
+        raise DamagedShardError(f"{path} is missing; {REDO_HINT}")
+    try:
+        reader = ArrayRecordReader(str(path))
+        count = reader.num_records()
+        reader.close()
+    except Exception as err:  # noqa: BLE001 - the reader raises RuntimeError for any damage
+        detail = one_line(err) or "truncated or not an ArrayRecord file"
+        raise DamagedShardError(f"{path} cannot be read ({detail}); {REDO_HINT}") from None
+    return count
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an exception's message (riegeli's run over several)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def to_example(codes: np.ndarray, clip: Any, offset_s: float, duration_s: float,

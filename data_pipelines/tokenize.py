@@ -4,8 +4,10 @@ Why shaped this way:
 - Shards are fixed slices of the manifest (``clips_per_shard`` clips each), so the work is known
   before it starts, process ``p`` of ``P`` takes shards ``p, p+P, ...`` and never coordinates.
 - A shard is written atomically and then marked done (``_tokenize/<split>/shard-XXXXX.json``
-  holds its record count, bytes, rejects and audio seconds). A resumed job skips done shards and
-  redoes any other, so killing the job mid-way and resuming gives the same shards.
+  holds its record count, bytes, SHA-256, rejects and audio seconds). A resumed job verifies each
+  done shard (size and SHA-256 against its marker), skips the intact ones and redoes the damaged
+  ones and any other, so killing the job mid-way, or damaging a shard, and resuming gives the
+  same shards.
 - Batches never cross a shard boundary and are padded to a fixed batch size, so a shard's bytes
   depend only on its clips, the settings and the codec weights: deterministic.
 - Every skipped input becomes a :class:`~data_pipelines.rejects.Reject`; when the last shard is
@@ -17,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -74,6 +77,7 @@ class ShardResult:
     audio_seconds: float
     tail_seconds: float
     rejects: list[Reject]
+    sha256: str = ""                 # of the shard file; "" in markers of older versions
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -113,14 +117,19 @@ def job_fingerprint(manifest: Manifest, encoder: SegmentEncoder, settings: Audio
 
 
 def _check_or_write_fingerprint(out: Path, split: str, fp: dict) -> None:
+    """Refuse to resume a split tokenized with other inputs; a job that finished no shard (it
+    failed on its first, e.g. on a bad setting) holds nothing to keep, so it takes the new one."""
     path = state_dir(out, split) / "job.json"
     if path.exists():
         old = json.loads(path.read_text())
-        if old != fp:
-            diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+        if old == fp:
+            return
+        diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+        if any(state_dir(out, split).glob("shard-*.json")):
             raise ValueError(f"{out} holds split {split!r} tokenized with different {diff}; "
                              f"resume with the same inputs, or tokenize into a new --out folder")
-        return
+        print(f"tokenize: no shard of split {split!r} in {out} was finished; starting it over with the "
+              f"new {', '.join(diff)}", file=sys.stderr)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(fp, indent=1, sort_keys=True))
@@ -187,13 +196,46 @@ def tokenize_shard(clips: list[ClipSpec], index: int, encoder: SegmentEncoder,
     return ShardResult(index=index, records=len(payloads), num_bytes=shard_path.stat().st_size,
                        clips_ok=len({id(c) for c in owners}),
                        audio_seconds=sum(s.wav.shape[-1] for s in segments) / settings.sample_rate,
-                       tail_seconds=tail, rejects=rejects)
+                       tail_seconds=tail, rejects=rejects, sha256=records.file_sha256(shard_path))
 
 
 def _embed(embedder: TextEmbedder | None, texts: list[str]) -> list[np.ndarray] | None:
     if embedder is None or not texts:
         return None
     return embedder(texts)
+
+
+def read_marker(out: Path, split: str, index: int) -> ShardResult:
+    """A done marker; an unreadable one is a ValueError that names it."""
+    path = marker_path(out, split, index)
+    try:
+        return ShardResult.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise ValueError(f"{path} cannot be read ({err}); delete it and rerun tokenize to redo that shard") from None
+
+
+def shard_problem(out: Path, split: str, index: int, n_shards: int) -> str | None:
+    """Why the done shard ``index`` cannot be kept (None when its file matches its marker).
+
+    Size first (free), then the SHA-256 the marker recorded; a marker from a version that
+    recorded none is checked by its record count instead."""
+    try:
+        done = read_marker(out, split, index)
+    except ValueError:
+        return f"its marker {marker_path(out, split, index).name} cannot be read"
+    path = Path(out) / records.shard_name(split, index, n_shards)
+    if not path.is_file():
+        return "the file is missing"
+    size = path.stat().st_size
+    if size != done.num_bytes:
+        return f"{size} bytes, its marker recorded {done.num_bytes}"
+    if done.sha256:
+        return None if records.file_sha256(path) == done.sha256 else "its SHA-256 differs from its marker's"
+    try:
+        count = records.count_records(path)
+    except records.DamagedShardError:
+        return "it cannot be read"
+    return None if count == done.records else f"{count} records, its marker recorded {done.records}"
 
 
 def _write_marker(out: Path, split: str, result: ShardResult) -> None:
@@ -224,16 +266,22 @@ def tokenize(manifest: Manifest, encoder: SegmentEncoder, settings: AudioSetting
     n_shards = math.ceil(len(manifest.clips) / opts.clips_per_shard)
     mine = list(range(opts.process_index, n_shards, opts.process_count))
     codec = records.RecordCodec(records.features(text_embedder is not None))
-    written, skipped, audio_s, t0 = 0, 0, 0.0, time.perf_counter()
+    written, skipped, redone, audio_s, t0 = 0, 0, 0, 0.0, time.perf_counter()
     total_clips = sum(len(_shard_clips(manifest, i, opts)) for i in mine)
     with tqdm(total=total_clips, desc=f"tokenize {opts.split}", unit="clip",
               disable=not opts.progress) as bar, ThreadPoolExecutor(opts.decode_workers) as pool:
         for i in mine:
             clips = _shard_clips(manifest, i, opts)
             if marker_path(out, opts.split, i).exists():
-                skipped += 1
-                bar.update(len(clips))
-                continue
+                problem = shard_problem(out, opts.split, i, n_shards)
+                if problem is None:
+                    skipped += 1
+                    bar.update(len(clips))
+                    continue
+                tqdm.write(f"tokenize: shard {records.shard_name(opts.split, i, n_shards)} is damaged "
+                           f"({problem}); redoing it", file=sys.stderr)
+                marker_path(out, opts.split, i).unlink()
+                redone += 1
             if opts.max_shards is not None and written >= opts.max_shards:
                 break
             result = tokenize_shard(clips, i, encoder, settings, codec,
@@ -244,7 +292,7 @@ def tokenize(manifest: Manifest, encoder: SegmentEncoder, settings: AudioSetting
             audio_s += result.audio_seconds
     wall = time.perf_counter() - t0
     this_run = {"process_index": opts.process_index, "shards_written": written,
-                "shards_skipped": skipped, "audio_seconds": round(audio_s, 3),
+                "shards_skipped": skipped, "shards_redone": redone, "audio_seconds": round(audio_s, 3),
                 "wall_seconds": round(wall, 3),
                 "audio_seconds_per_second": round(audio_s / wall, 3) if wall > 0 else None}
     done = [marker_path(out, opts.split, i).exists() for i in range(n_shards)]
@@ -264,8 +312,7 @@ def finalize(out: Path, manifest: Manifest, encoder: SegmentEncoder, split: str,
     """All shards of ``split`` are done: write TFDS metadata, the rejects report, the summary."""
     from data_pipelines.tfds_builder import write_dataset_info
 
-    results = [ShardResult.from_json(json.loads(marker_path(out, split, i).read_text()))
-               for i in range(n_shards)]
+    results = [read_marker(out, split, i) for i in range(n_shards)]
     lengths, nbytes = _all_splits(out)
     metadata = {"sample_rate": encoder.sample_rate, "channels": encoder.channels,
                 "hop_length": encoder.hop_length, "frame_rate": encoder.sample_rate / encoder.hop_length,
