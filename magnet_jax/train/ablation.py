@@ -41,6 +41,8 @@ def ablate_span(config: dict, workdir: str | Path, span_lens: list[int], *, enco
         run_cfg = dict(config, lm=config["lm"].replace(span_len=L))
         run_dir = workdir / f"span_{L}"
         summary = train(run_cfg, run_dir, encoder=encoder)
+        if summary.get("preempted"):    # saved: rerunning the command resumes this span's run
+            return {"preempted": str(run_dir), "stopped": summary["stopped"], "rows": rows}
         valid = summary.get("valid") or _last_valid(run_dir)
         if not valid:
             raise ValueError(f"run {run_dir} produced no validation row")

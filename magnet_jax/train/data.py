@@ -23,6 +23,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from magnet_jax.lm.config import LMConfig
 from magnet_jax.train import sharding
 from magnet_jax.train.config import DataConfig, TextConfig
 
@@ -158,6 +159,44 @@ class Batches:
             raise item
         batch, self.consumed_state = item
         return self.to_global(batch)
+
+
+def dataset_codec(directory: str | Path) -> dict | None:
+    """The codec a tokenized dataset was made with (its metadata.json: n_q, cardinality,
+    frame_rate, ...), or None for a folder written without one."""
+    path = Path(directory) / "metadata.json"
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} cannot be read as JSON ({err}); rerun `magnet-jax tokenize` "
+                         f"into a new --out folder") from None
+    return meta if isinstance(meta, dict) else None
+
+
+def check_model_matches_data(lm: LMConfig, data: DataConfig) -> None:
+    """Refuse a model whose codebooks do not fit the dataset's tokens, naming the setting to change.
+
+    Why before anything is built: a model with fewer codebooks fails in the first step with a
+    shape error, and one whose ``card`` is below the codec's codebook size trains on token ids
+    past its embedding table, which ends in NaN a long way from the cause."""
+    meta = dataset_codec(data.dir) if data.dir else None
+    if meta is None:
+        return
+    codec = meta.get("codec", "?")
+    n_q, card, rate = meta.get("n_q"), meta.get("cardinality"), meta.get("frame_rate")
+    if n_q is not None and int(n_q) != lm.n_q:
+        raise ValueError(f"lm.n_q={lm.n_q} but {data.dir} holds {n_q} codebooks per frame (codec {codec}); "
+                         f"set lm.n_q={n_q} (and train.stage_weights to {n_q} entries if set), or tokenize "
+                         f"with a codec of {lm.n_q} codebooks")
+    if card is not None and int(card) > lm.card:
+        raise ValueError(f"lm.card={lm.card} is smaller than the codebook size {card} of {data.dir} "
+                         f"(codec {codec}): its token ids would run past the model's embedding table; "
+                         f"set lm.card={card}")
+    if rate is not None and abs(float(rate) - lm.frame_rate) > 1e-6 * max(1.0, float(rate)):
+        raise ValueError(f"lm.frame_rate={lm.frame_rate} but {data.dir} has {float(rate):g} frames per second "
+                         f"(codec {codec}); set lm.frame_rate={float(rate):g} (lm.segment_duration stays in seconds)")
 
 
 def split_exists(directory: str, split: str) -> bool:
