@@ -455,7 +455,7 @@ class MAGNeT:
         unknown = sorted(set(params) - fields)
         if unknown:
             raise PipelineError(f"unknown sampler parameter(s) {unknown}; known: {sorted(fields)}")
-        config = dataclasses.replace(self.generation_params, **params)
+        config = dataclasses.replace(self.generation_params, **params).for_codebooks(self.lm_cfg.n_q)
         try:
             config.validate(self.lm_cfg.n_q)
         except ValueError as err:

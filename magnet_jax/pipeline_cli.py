@@ -31,7 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _model_args(g)
     src = g.add_mutually_exclusive_group()
     src.add_argument("--prompt", nargs="+", action="extend", metavar="TEXT", help="one or more descriptions")
-    src.add_argument("--prompts-file", metavar="FILE", help="a text file, one description per line (blank lines skipped)")
+    src.add_argument("--prompts-file", metavar="FILE", help="a text file, one description per line")
+    src.add_argument("--unconditional", type=int, metavar="N", help="N samples without text (the null condition)")
+    g.add_argument("--allow-unconditional", action="store_true",
+                   help="an empty prompt (--prompt \"\" or an empty line of --prompts-file) generates without "
+                        "text, as audiocraft treats \"\"; without this flag an empty prompt is an error")
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--continue-from", metavar="AUDIO", help="an audio file to continue (resampled to the model's rate)")
     g.add_argument("--seed", type=int, default=0)
@@ -115,19 +119,32 @@ def sampler_params(args: argparse.Namespace) -> dict:
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
+    """The prompts, in order; "" marks a sample without text (the null condition). Nothing the user
+    gave is dropped: an empty prompt is an error naming it unless --allow-unconditional."""
     from magnet_jax.cli import UserError
+    if args.unconditional is not None:
+        if args.unconditional < 1:
+            raise UserError(f"--unconditional {args.unconditional}: ask for at least one sample")
+        return [""] * args.unconditional
     if args.prompts_file:
         try:
             text = Path(args.prompts_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
             raise UserError(f"cannot read --prompts-file {args.prompts_file}: {err}") from err
-        prompts = [line.strip() for line in text.splitlines() if line.strip()]
-        if not prompts:
+        prompts = [line.strip() for line in text.rstrip("\r\n").splitlines()]
+        where = [f"line {i + 1} of --prompts-file {args.prompts_file}" for i in range(len(prompts))]
+        if not any(prompts) and not (prompts and args.allow_unconditional):
             raise UserError(f"--prompts-file {args.prompts_file} holds no prompts (one per line)")
-        return prompts
-    prompts = [p for p in (args.prompt or []) if p.strip()]
-    if not prompts:
-        raise UserError("no prompts: pass --prompt TEXT [TEXT ...] or --prompts-file FILE")
+    else:
+        prompts = [p.strip() for p in (args.prompt or [])]
+        where = [f"--prompt number {i + 1}" for i in range(len(prompts))]
+        if not prompts:
+            raise UserError("no prompts: pass --prompt TEXT [TEXT ...], --prompts-file FILE or --unconditional N")
+    empty = [w for p, w in zip(prompts, where) if not p]
+    if empty and not args.allow_unconditional:
+        raise UserError(f"{empty[0]} is empty{f' (and {len(empty) - 1} more)' if len(empty) > 1 else ''}: "
+                        f"write a description, or pass --allow-unconditional to generate that sample without "
+                        f"text (the null condition)")
     return prompts
 
 
@@ -197,6 +214,8 @@ def _read_prompt_audio(path: str) -> tuple[np.ndarray, int]:
 
 
 def _slug(text: str, limit: int = 40) -> str:
+    if not text:
+        return "unconditional"
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit].rstrip("_") or "prompt"
 
 
@@ -210,7 +229,7 @@ def write_outputs(out: Path, prompts: list[str], generation) -> list[dict]:
         stem = f"{i:03d}_{_slug(prompt)}"
         soundfile.write(out / f"{stem}.wav", np.clip(audio.T, -1.0, 1.0), generation.sample_rate,
                         subtype="PCM_16")
-        plot_spectrogram(audio, generation.sample_rate, out / f"{stem}.png", prompt)
+        plot_spectrogram(audio, generation.sample_rate, out / f"{stem}.png", prompt or "(no text)")
         files.append({"prompt": prompt, "wav": f"{stem}.wav", "spectrogram": f"{stem}.png"})
     return files
 

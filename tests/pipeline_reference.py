@@ -113,9 +113,10 @@ def lm_xp(shape: RefPipelineShape) -> dict:
 
 
 @contextlib.contextmanager
-def local_t5(folder: Path):
-    """Point audiocraft's T5Conditioner at a local T5 folder for the duration of the block
-    (its width, d_model, read from the folder's config.json)."""
+def local_t5(folder: Path, name: str = T5_NAME):
+    """Point audiocraft's T5Conditioner at a local T5 folder for the duration of the block: the
+    hub ``name`` xp.cfg gives loads ``folder``, whose width (d_model, from its config.json)
+    becomes the width the conditioner's output_proj expects for that name."""
     import json
     conditioners = reference.require("audiocraft.modules.conditioners")
     width = json.loads((Path(folder) / "config.json").read_text())["d_model"]
@@ -125,18 +126,19 @@ def local_t5(folder: Path):
         def __init__(self, cls):
             self.cls = cls
 
-        def from_pretrained(self, name, *args, **kwargs):
+        def from_pretrained(self, asked, *args, **kwargs):
+            assert asked == name, (asked, name)
             return self.cls.from_pretrained(str(folder))
 
     saved = conditioners.T5Tokenizer, conditioners.T5EncoderModel
-    saved_dim = conditioners.T5Conditioner.MODELS_DIMS[T5_NAME]
+    saved_dim = conditioners.T5Conditioner.MODELS_DIMS[name]
     conditioners.T5Tokenizer, conditioners.T5EncoderModel = Local(T5Tokenizer), Local(T5EncoderModel)
-    conditioners.T5Conditioner.MODELS_DIMS[T5_NAME] = width
+    conditioners.T5Conditioner.MODELS_DIMS[name] = width
     try:
         yield
     finally:
         conditioners.T5Tokenizer, conditioners.T5EncoderModel = saved
-        conditioners.T5Conditioner.MODELS_DIMS[T5_NAME] = saved_dim
+        conditioners.T5Conditioner.MODELS_DIMS[name] = saved_dim
 
 
 def _randomize_codec(model) -> None:
@@ -202,16 +204,27 @@ REDIRECT_NAME = "facebook/encodec_32khz"
 def hf_codec_folder(folder: Path, shape: RefPipelineShape = RefPipelineShape(), seed: int = 1) -> Path:
     """A transformers EncodecModel folder with the shape's codec (random codebooks and scales),
     standing in for facebook/encodec_32khz (what the released folders redirect to)."""
+    return hf_encodec_folder(folder, sample_rate=shape.sample_rate, ratios=shape.ratios,
+                             num_filters=shape.n_filters, card=shape.lm.card, n_q=shape.lm.n_q,
+                             dim=shape.codec_dim, lstm=shape.lstm, seed=seed)
+
+
+def hf_encodec_folder(folder: Path, *, sample_rate: int, ratios: tuple[int, ...], num_filters: int, card: int,
+                      n_q: int, dim: int = 128, lstm: int = 2, seed: int = 1) -> Path:
+    """A random transformers EncodecModel saved with save_pretrained; the settings not given are
+    facebook/encodec_32khz's (non-causal, reflect padding, no conv shortcut, weight norm)."""
     torch = reference.require("torch")
     transformers = reference.require("transformers")
     torch.manual_seed(seed)
-    frame_rate = shape.sample_rate // shape.hop
-    bits = shape.lm.card.bit_length() - 1
+    hop = 1
+    for r in ratios:
+        hop *= r
+    bits = card.bit_length() - 1
     config = transformers.EncodecConfig(
-        sampling_rate=shape.sample_rate, audio_channels=1, num_filters=shape.n_filters,
-        hidden_size=shape.codec_dim, codebook_dim=shape.codec_dim, upsampling_ratios=list(shape.ratios),
-        codebook_size=shape.lm.card, target_bandwidths=[shape.lm.n_q * frame_rate * bits / 1000],
-        num_residual_layers=1, num_lstm_layers=shape.lstm, use_causal_conv=False, use_conv_shortcut=False,
+        sampling_rate=sample_rate, audio_channels=1, num_filters=num_filters,
+        hidden_size=dim, codebook_dim=dim, upsampling_ratios=list(ratios),
+        codebook_size=card, target_bandwidths=[n_q * (sample_rate // hop) * bits / 1000],
+        num_residual_layers=1, num_lstm_layers=lstm, use_causal_conv=False, use_conv_shortcut=False,
         pad_mode="reflect", norm_type="weight_norm", normalize=False, chunk_length_s=None, overlap=None)
     model = transformers.EncodecModel(config).eval()
     with torch.no_grad():

@@ -49,8 +49,45 @@ def reference_required() -> bool:
 def require(module: str):
     """Import a reference module, or fail (CI) / skip (laptop) with the reason."""
     install_stubs()
-    return require_import(lambda: importlib.import_module(module), f"reference module {module}",
-                          "bash scripts/install_reference.sh")
+    imported = require_import(lambda: importlib.import_module(module), f"reference module {module}",
+                              "bash scripts/install_reference.sh")
+    if module.startswith("audiocraft"):
+        attention_as_math()
+    return imported
+
+
+def _memory_efficient_attention(q, k, v, attn_bias=None, p: float = 0.0, scale=None, op=None):
+    """``xformers.ops.memory_efficient_attention``'s math in plain torch, [B, T, H, D] layout:
+    softmax(q k^T / sqrt(D) + bias) v, with xformers' LowerTriangularMask as a causal bias."""
+    import torch
+    from xformers.ops import LowerTriangularMask
+    assert p == 0.0, "the reference runs in eval mode"
+    q, k, v = (x.transpose(1, 2) for x in (q, k, v))                  # [B, H, T, D]
+    w = torch.einsum("bhtd,bhsd->bhts", q, k) * (q.shape[-1] ** -0.5 if scale is None else scale)
+    if isinstance(attn_bias, LowerTriangularMask):
+        T, S = w.shape[-2:]
+        w = w.masked_fill(torch.ones(T, S, dtype=torch.bool).triu(S - T + 1), float("-inf"))
+    elif attn_bias is not None:
+        w = w + attn_bias
+    return torch.einsum("bhts,bhsd->bhtd", torch.softmax(w, dim=-1), v).transpose(1, 2)
+
+
+def attention_as_math() -> None:
+    """Run audiocraft's ``memory_efficient=True`` attention as plain math (idempotent).
+
+    Released MAGNeT and MusicGen configs say ``memory_efficient: true``, and
+    ``loaders.load_lm_model_magnet`` switches to the xformers backend, whose CUDA kernels do not
+    exist on these machines (and the torch backend replaces MAGNeT's band mask with a causal one).
+    For the reference run only, xformers' kernel is replaced by the same computation, so the
+    reference loads and runs the configuration a released file holds, unchanged."""
+    transformer = sys.modules.get("audiocraft.modules.transformer")
+    if transformer is None or getattr(transformer.ops, "_magnet_jax_math", False):
+        return
+    ops = types.SimpleNamespace(**{n: getattr(transformer.ops, n) for n in dir(transformer.ops)
+                                   if not n.startswith("__")})
+    ops.memory_efficient_attention = _memory_efficient_attention
+    ops._magnet_jax_math = True
+    transformer.ops = ops
 
 
 def require_import(import_fn, what: str, install: str):

@@ -133,7 +133,10 @@ def test_bad_command_lines_are_one_line_errors(folder, tmp_path, capsys, monkeyp
     (tmp_path / "half").mkdir()
     assert "missing state_dict.bin and compression_state_dict.bin" in _error(
         ["generate", "--model", str(tmp_path / "half"), "--prompt", "x", *out], capsys)
-    assert "no prompts" in _error(["generate", *model, "--prompt", "  ", *out], capsys)
+    assert "--prompt number 2 is empty" in _error(["generate", *model, "--prompt", "x", "  ", *out], capsys)
+    (tmp_path / "gap.txt").write_text("x\n\ny\n")
+    assert "line 2 of --prompts-file" in _error(["generate", *model, "--prompts-file", str(tmp_path / "gap.txt"), *out], capsys)
+    assert "--unconditional 0: ask for at least one" in _error(["generate", *model, "--unconditional", "0", *out], capsys)
     (tmp_path / "blank.txt").write_text("\n  \n")
     assert "holds no prompts" in _error(["generate", *model, "--prompts-file", str(tmp_path / "blank.txt"), *out], capsys)
     assert "cannot read --prompts-file" in _error(

@@ -113,9 +113,16 @@ def spiece_model() -> Path:
     return train_spiece(_root() / "spiece.model")
 
 
+# Stand-ins for the released models' encoders: the real width (what xp.cfg's name means to the
+# LM's output_proj), one layer.
+T5_BASE_WIDTH = dict(T5_SMALL, d_model=768, num_layers=1)
+T5_LARGE_WIDTH = dict(T5_SMALL, d_model=1024, num_layers=1)
+
 # name -> (architecture, weights file, tokenizer file): original T5 from safetensors +
 # spiece.model; flan-style gated GELU from a torch pickle + tokenizer.json.
-T5_VARIANTS = {"t5": (T5_SMALL, "safetensors", "spiece"), "flan": (FLAN_SMALL, "bin", "json")}
+T5_VARIANTS = {"t5": (T5_SMALL, "safetensors", "spiece"), "flan": (FLAN_SMALL, "bin", "json"),
+               "t5-base": (T5_BASE_WIDTH, "safetensors", "spiece"),
+               "t5-large": (T5_LARGE_WIDTH, "safetensors", "spiece")}
 
 
 @functools.lru_cache(maxsize=None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from magnet_jax.lm.config import LMConfig
@@ -45,7 +46,7 @@ class MagnetLM(nnx.Module):
         tables = self.emb[...]
         x = sum(jnp.take(tables[k], codes[:, k], axis=0) for k in range(K))
         if cfg.uses_sin:
-            pos = sinusoidal_embedding(jnp.arange(T), cfg.dim, cfg.max_period)
+            pos = sinusoidal_embedding(np.arange(T), cfg.dim, cfg.max_period)
             x = x + cfg.sinusoid_scale * pos[None]
         return constrain(x.astype(cfg.dtype), "batch", "length", "act_embed")
 

@@ -63,7 +63,19 @@ class SamplerConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "decoding_steps", tuple(int(s) for s in self.decoding_steps))
 
+    def for_codebooks(self, n_q: int) -> "SamplerConfig":
+        """The steps zipped with the codebooks, as audiocraft's ``_generate_magnet`` does
+        (``zip(range(n_q), decoding_steps)``): entries beyond n_q are dropped, so the default
+        [20, 10, 10, 10] decodes a 3-codebook model with [20, 10, 10]. Fewer entries than codebooks
+        stay an error (``validate``): audiocraft would leave the last codebooks masked."""
+        if len(self.decoding_steps) <= n_q:
+            return self
+        return dataclasses.replace(self, decoding_steps=self.decoding_steps[:n_q])
+
     def validate(self, n_q: int) -> None:
+        for name in ("temperature", "top_p", "max_cfg_coef", "min_cfg_coef"):
+            if not math.isfinite(getattr(self, name)):    # NaN passes every range check below
+                raise ValueError(f"{name} {getattr(self, name)} must be a finite number")
         if len(self.decoding_steps) != n_q:
             raise ValueError(f"decoding_steps {list(self.decoding_steps)} has {len(self.decoding_steps)} entries; "
                              f"the model has {n_q} codebooks, so give one step count per codebook")

@@ -20,11 +20,22 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def sinusoidal_embedding(positions: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
-    """positions [..., T] (integers) -> embedding [..., T, dim] in float32."""
+def sinusoidal_embedding(positions: np.ndarray | jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
+    """positions [..., T] (integers) -> embedding [..., T, dim] in float32.
+
+    Static (numpy) positions, as every model forward has, give a table computed on the host: the
+    reference's float32 phase (IEEE division, which XLA's CPU division is not: it differed from
+    torch's phase by 6e-5 at position 1500) and its correctly rounded cos / sin. That matches
+    audiocraft's ``create_sin_embedding`` to 1e-7 where the traced path was off by 1e-4, enough to
+    flip a greedy token at real sequence lengths. Traced positions take the traced path."""
     if dim % 2:
         raise ValueError(f"sinusoidal embedding needs an even dim, got {dim}")
     half = dim // 2
+    if isinstance(positions, np.ndarray):
+        exponent = np.arange(half, dtype=np.float32) / np.float32(half - 1)
+        period = (np.float64(max_period) ** exponent.astype(np.float64)).astype(np.float32)
+        phase = (positions.astype(np.float32)[..., None] / period).astype(np.float64)
+        return jnp.asarray(np.concatenate([np.cos(phase), np.sin(phase)], axis=-1).astype(np.float32))
     i = jnp.arange(half, dtype=jnp.float32)
     phase = positions.astype(jnp.float32)[..., None] / (jnp.float32(max_period) ** (i / (half - 1)))
     return jnp.concatenate([jnp.cos(phase), jnp.sin(phase)], axis=-1)
