@@ -1,6 +1,7 @@
 """Build audiocraft MAGNeT LMs on random weights and export them as audiocraft does.
 
-Used by the LM parity tests and the sampler benchmark. The reference runs its custom attention
+Used by the LM parity tests and the sampler benchmark. The exported xp.cfg is composed from
+audiocraft's config tree (``xp_cfg``). The reference model here runs its custom attention
 (``memory_efficient=False``), the path that applies the real restricted-context band mask
 (its memory-efficient CPU path silently swaps in a causal mask). That path pads the band mask to
 a multiple of 8 without slicing, so sequence lengths here are multiples of 24.
@@ -36,33 +37,19 @@ class RefLMShape:
 
 
 def xp_cfg(shape: RefLMShape) -> dict:
-    """An xp.cfg shaped like a released MAGNeT export (the keys our converter reads)."""
-    return {
-        "lm_model": "transformer_lm_magnet",
-        "solver": "magnet",
-        "sample_rate": 32000,
-        "transformer_lm": {
-            "dim": shape.dim, "num_heads": shape.num_heads, "num_layers": shape.num_layers,
-            "hidden_scale": 4, "n_q": shape.n_q, "card": shape.card, "dropout": 0.0,
-            "activation": "gelu", "norm_first": True, "bias_ff": False, "bias_attn": False,
-            "bias_proj": False, "causal": False, "custom": False, "memory_efficient": True,
-            "attention_as_float32": False, "layer_scale": None, "positional_embedding": shape.positional_embedding,
-            "xpos": False, "checkpointing": "none", "weight_init": "gaussian",
-            "depthwise_init": "current", "zero_bias_init": True, "norm": "layer_norm",
-            "cross_attention": True, "qk_layer_norm": False, "qk_layer_norm_cross": False,
-            "attention_dropout": None, "kv_repeat": 1, "two_step_cfg": False,
-            "subcodes_context": shape.subcodes_context,
-            "compression_model_framerate": shape.frame_rate, "segment_duration": 0, "span_len": -1,
-        },
-        "masking": {"span_len": shape.span_len},
-        "dataset": {"segment_duration": shape.segment_duration, "batch_size": 192},
-        "fuser": {"cross_attention_pos_emb": False, "cross_attention_pos_emb_scale": 1,
-                  "sum": [], "prepend": [], "cross": ["description"], "input_interpolate": []},
-        "codebooks_pattern": {"modeling": "parallel", "parallel": {"empty_initial": -1}},
-        "conditioners": {"description": {"model": "lut", "lut": {
-            "n_bins": shape.text_bins, "dim": shape.text_dim, "tokenizer": "noop"}}},
-        "classifier_free_guidance": {"training_dropout": 0.3, "inference_coef": 3.0},
-    }
+    """magnet-small-10secs' xp.cfg composed from audiocraft's config tree (``audiocraft_configs``),
+    with the keys of this shape changed and a LUT text conditioner (what these LM-only tests
+    build): every other key is what a released file holds."""
+    from omegaconf import OmegaConf
+    from audiocraft_configs import MAGNET_FAMILIES, family_xp
+    lm = {"dim": shape.dim, "num_heads": shape.num_heads, "num_layers": shape.num_layers, "card": shape.card,
+          "n_q": shape.n_q, "subcodes_context": shape.subcodes_context,
+          "positional_embedding": shape.positional_embedding, "compression_model_framerate": shape.frame_rate}
+    overrides = [f"transformer_lm.{k}={v}" for k, v in lm.items()]
+    overrides += [f"masking.span_len={shape.span_len}", f"dataset.segment_duration={shape.segment_duration}",
+                  "conditioners.description.model=lut",
+                  f"+conditioners.description.lut={{n_bins:{shape.text_bins},dim:{shape.text_dim},tokenizer:noop}}"]
+    return OmegaConf.to_container(family_xp(MAGNET_FAMILIES["facebook/magnet-small-10secs"], overrides))
 
 
 def build_reference_lm(shape: RefLMShape, seed: int = 0):

@@ -4,13 +4,15 @@ reference's own ``MAGNeT.get_pretrained`` on them.
 A folder holds ``state_dict.bin`` (``{'best_state': fp16 LM state, 'xp.cfg': YAML, ...}``, the
 LM built by audiocraft's ``builders.get_lm_model`` from that very xp.cfg) and
 ``compression_state_dict.bin`` (a native EnCodec export built by ``builders.get_compression_model``).
+Both xp.cfg are composed from audiocraft's own config tree (``audiocraft_configs``: magnet-small-
+10secs and the 32 kHz EnCodec solver) with this file's shape keys changed, so every other key is
+what a released file holds (``cross_attention: false``, ``memory_efficient: true``, ...).
 The text encoder is a local random T5 (``text_fixtures.t5_folder``): audiocraft's T5Conditioner only
 accepts hub names, so while building and loading the reference its T5 loaders are pointed at the
 folder (``local_t5``) and the xp.cfg names ``t5-small`` (its width patched to the folder's).
 
 Shapes are tiny so parity tests run in seconds: LM dim 64, 2 layers, card 64; SEANet with 4
-filters, ratios (8, 8) at 3072 Hz, i.e. 48 frames per second, and a 1 s segment (T = 48, a multiple
-of 24 as the reference's custom-attention band mask needs).
+filters, ratios (8, 8) at 3072 Hz, i.e. 48 frames per second, and a 1 s segment (T = 48).
 """
 from __future__ import annotations
 
@@ -43,72 +45,23 @@ class RefPipelineShape:
         return out
 
 
-def codec_xp_yaml(shape: RefPipelineShape) -> str:
-    """A native audiocraft EnCodec xp.cfg (constant padding, as audiocraft's own exports use)."""
-    return f"""
-device: cpu
-dtype: float32
-sample_rate: {shape.sample_rate}
-channels: 1
-compression_model: encodec
-encodec:
-  autoencoder: seanet
-  quantizer: rvq
-  sample_rate: ${{sample_rate}}
-  channels: ${{channels}}
-  causal: false
-  renormalize: false
-seanet:
-  dimension: {shape.codec_dim}
-  channels: ${{channels}}
-  causal: ${{encodec.causal}}
-  n_filters: {shape.n_filters}
-  n_residual_layers: 1
-  ratios: {list(shape.ratios)}
-  activation: ELU
-  activation_params: {{alpha: 1.0}}
-  norm: weight_norm
-  norm_params: {{}}
-  kernel_size: 7
-  residual_kernel_size: 3
-  last_kernel_size: 7
-  dilation_base: 2
-  pad_mode: constant
-  true_skip: true
-  compress: 2
-  lstm: {shape.lstm}
-  disable_norm_outer_blocks: 0
-  decoder:
-    trim_right_ratio: 1.0
-    final_activation: null
-    final_activation_params: null
-  encoder: {{}}
-rvq:
-  n_q: {shape.lm.n_q}
-  q_dropout: false
-  bins: {shape.lm.card}
-  decay: 0.99
-  kmeans_init: true
-  kmeans_iters: 50
-  threshold_ema_dead_code: 2
-  orthogonal_reg_weight: 0.0
-  orthogonal_reg_active_codes_only: false
-"""
+def codec_xp(shape: RefPipelineShape):
+    """A native EnCodec xp.cfg composed from audiocraft's tree (``solver=compression/
+    encodec_musicgen_32khz``, constant padding as audiocraft's own exports), with this shape's keys."""
+    from audiocraft_configs import compose
+    return compose("compression/encodec_musicgen_32khz", "internal/music_400k_32khz", [
+        f"sample_rate={shape.sample_rate}", f"seanet.dimension={shape.codec_dim}", f"seanet.n_filters={shape.n_filters}",
+        f"seanet.ratios=[{','.join(map(str, shape.ratios))}]", f"seanet.lstm={shape.lstm}",
+        f"rvq.n_q={shape.lm.n_q}", f"rvq.bins={shape.lm.card}"])
 
 
 def lm_xp(shape: RefPipelineShape) -> dict:
-    """A MAGNeT music xp.cfg with a T5 text conditioner, the keys audiocraft's builders read.
-
-    The reference runs its custom attention (memory_efficient false): its memory-efficient CPU
-    path silently replaces the restricted-context band mask with a causal one.
-    """
+    """magnet-small-10secs' composed xp.cfg with this shape's keys and a T5 named ``t5-small``
+    (pointed at a local folder by ``local_t5``); every other key is what a released file holds."""
     xp = lm_xp_cfg(shape.lm)
     xp["sample_rate"] = shape.sample_rate
-    xp["device"], xp["dtype"] = "cpu", "float32"
-    xp["transformer_lm"].update(custom=True, memory_efficient=False)
     xp["conditioners"] = {"description": {"model": "t5", "t5": {
         "name": T5_NAME, "finetune": False, "word_dropout": 0.3, "normalize_text": False}}}
-    xp["attribute_dropout"] = {}
     return xp
 
 
@@ -170,14 +123,17 @@ def build_reference_folder(folder: Path, t5: Path, shape: RefPipelineShape = Ref
     from omegaconf import OmegaConf
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    codec_yaml = codec_xp_yaml(shape)
-    codec = builders.get_compression_model(OmegaConf.create(codec_yaml)).eval()
+    codec_cfg = codec_xp(shape)
+    codec_cfg.device = "cpu"
+    codec = builders.get_compression_model(codec_cfg).eval()
     _randomize_codec(codec)
-    torch.save({"best_state": codec.state_dict(), "xp.cfg": codec_yaml, "version": "1.3.0",
+    codec_cfg.device = "cuda"                   # as the training run recorded it
+    torch.save({"best_state": codec.state_dict(), "xp.cfg": OmegaConf.to_yaml(codec_cfg), "version": "1.3.0",
                 "exported": True}, folder / "compression_state_dict.bin")
 
     xp = lm_xp(shape)
     build_cfg = OmegaConf.create(xp)   # what the loader sets before building (loaders.py)
+    build_cfg.device, build_cfg.dtype = "cpu", "float32"
     build_cfg.transformer_lm.segment_duration = shape.lm.segment_duration
     build_cfg.transformer_lm.span_len = shape.lm.span_len
     with local_t5(t5):
