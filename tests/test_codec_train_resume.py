@@ -69,6 +69,7 @@ def test_a_run_from_before_a_new_loss_field_resumes_while_it_keeps_its_default(t
     default (0, how that run trained) is accepted; turning it on is refused by name."""
     from magnet_jax.codec.training.config import LossConfig
     from magnet_jax.train.loop import check_or_write_run_config, field_defaults
+    (tmp_path / "checkpoints" / "2").mkdir(parents=True)      # the run has trained state to protect
     config = {"losses": LossConfig()}
     now = {"losses": dataclasses.asdict(LossConfig())}
     stored = {"losses": {k: v for k, v in json.loads(json.dumps(now["losses"])).items() if k != "log_mel"}}
