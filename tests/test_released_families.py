@@ -142,3 +142,28 @@ def test_cross_attention_false_in_xp_cfg_loads(tmp_path):
     cfg, model, cond = load_audiocraft_lm(export.folder / "state_dict.bin", frame_rate=50)
     assert cfg.cross_attention and cfg.sequence_len == 500 and cfg.span_len == 3
     assert "condition_provider.conditioners.description.output_proj.weight" in cond
+
+
+def test_rope_frequencies_come_from_the_checkpoint(tmp_path):
+    """An fp16 export rounds RoPE's saved frequencies (0.5625 for 0.5623) and audiocraft rotates
+    with the rounded ones: so must we. Stage-0 logits at the real length (T=498) then agree to a
+    few 1e-6, where recomputing the frequencies from max_period left errors of 1e-3."""
+    torch = reference.require("torch")
+    from flax import nnx
+    from magnet_jax.lm.convert import load_audiocraft_lm
+    family = MAGNET_FAMILIES["facebook/magnet-small-10secs"]
+    export = build_family_export(tmp_path / "rope", family, ("transformer_lm.positional_embedding=rope",))
+    ref = reference_model(export).lm
+    cfg, ours, _ = load_audiocraft_lm(export.folder / "state_dict.bin", frame_rate=50)
+    saved = ref.transformer.rope.frequencies.numpy()
+    assert cfg.rope_frequencies == tuple(float(f) for f in saved)
+    assert not np.allclose(saved, 1.0 / 10_000 ** (np.arange(0, 16, 2) / 16), rtol=1e-6, atol=0)   # rounded
+    codes = np.random.default_rng(0).integers(0, 2049, size=(2, 4, 498))
+    codes[:, 1:] = 2048
+    null = {"description": (torch.zeros(2, 1, cfg.dim), torch.zeros(2, 1))}
+    with torch.no_grad():
+        want = ref(torch.as_tensor(codes), [], null, stage=0).numpy()
+    with jax.default_matmul_precision("highest"):
+        got = np.asarray(nnx.jit(lambda m, c: m(c, 0, None))(ours, codes))
+    err = np.abs(got - want).max()
+    assert err <= 2e-5 * np.abs(want).max(), err
