@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from magnet_jax import xp_cfg
 from magnet_jax.text.dropout import RandomSource, cfg_dropout
 from magnet_jax.text.encoder import TextEncoder, check_descriptions, collate_hidden
 from magnet_jax.text.layers import param, uniform
@@ -109,8 +110,9 @@ class TextSettings:
 
 
 def text_settings_from_xp(xp: Mapping[str, Any]) -> TextSettings:
-    """Read the text conditioner's settings from a parsed `xp.cfg` (a nested dict)."""
-    conditioners = dict(xp.get("conditioners") or {})
+    """Read the text conditioner's settings from a parsed `xp.cfg` (a nested dict), as audiocraft's
+    ``builders.get_conditioner_provider`` reads ``conditioners`` and ``classifier_free_guidance``."""
+    conditioners = dict(xp_cfg.setting(xp, "conditioners") or {})
     conditioners.pop("args", None)
     if len(conditioners) != 1:
         raise ValueError(f"expected exactly one text conditioner in xp.cfg, found "
@@ -126,9 +128,8 @@ def text_settings_from_xp(xp: Mapping[str, Any]) -> TextSettings:
     return TextSettings(
         attribute=str(attribute), encoder=str(t5["name"]),
         word_dropout=float(t5.get("word_dropout", 0.0)),
-        cfg_dropout=float((xp.get("classifier_free_guidance") or {}).get("training_dropout", 0.0)),
-        attribute_dropout=float(((xp.get("attribute_dropout") or {}).get("text") or {})
-                                .get(attribute, 0.0)))
+        cfg_dropout=float(xp_cfg.setting(xp, "classifier_free_guidance.training_dropout", 0.0)),
+        attribute_dropout=float((xp_cfg.setting(xp, "attribute_dropout.text") or {}).get(attribute, 0.0)))
 
 
 class Conditioner:
