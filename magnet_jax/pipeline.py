@@ -43,6 +43,7 @@ from jax.sharding import Mesh
 
 from magnet_jax.codec import Encodec, EncodecConfig
 from magnet_jax.codec.runner import CodecRunner
+from magnet_jax import integrity
 from magnet_jax.lm.config import LMConfig
 from magnet_jax.lm.model import MagnetLM
 from magnet_jax.lm.sampler import MagnetSampler, SamplerConfig, output_length
@@ -247,6 +248,7 @@ def _write_converted(out: Path, meta: dict, lm: MagnetLM, codec: Encodec, text_p
             if text_params is not None:
                 ckpt.save(tmp / "text", text_params, force=True)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        integrity.write_manifest(tmp)   # last: a folder with a manifest is complete
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -259,17 +261,43 @@ def _write_converted(out: Path, meta: dict, lm: MagnetLM, codec: Encodec, text_p
 # -- loading a converted folder (no torch) ---------------------------------------------------------
 def _restore(path: Path) -> Any:
     import orbax.checkpoint as ocp
-    with ocp.StandardCheckpointer() as ckpt:
-        return jax.tree.map(np.asarray, ckpt.restore(path.absolute()))
+    try:
+        with ocp.StandardCheckpointer() as ckpt:
+            return jax.tree.map(np.asarray, ckpt.restore(path.absolute()))
+    except Exception as err:  # noqa: BLE001 - any failure to read weights: one line naming the folder
+        raise _unreadable(path, err) from err
 
 
-def load_converted_codec(folder: str | os.PathLike) -> tuple[EncodecConfig, Encodec]:
+def _unreadable(path: Path, err: Exception) -> PipelineError:
+    """A weights folder that orbax cannot read (damaged or truncated files in a folder without a
+    manifest, or loaded with verify=False): the first line of the cause, not orbax's traceback."""
+    from magnet_jax.train.checkpointing import root_cause
+    return PipelineError(f"cannot read the weights in {path} ({root_cause(err)}): the folder is damaged or "
+                         f"incomplete; write it again")
+
+
+def load_converted_codec(folder: str | os.PathLike, *, verify: bool = True) -> tuple[EncodecConfig, Encodec]:
     """The codec of a converted model folder (the shipped default model included): what
-    ``tokenize --codec-weights`` needs to make tokens a converted LM can be fine-tuned on."""
+    ``tokenize --codec-weights`` needs to make tokens a converted LM can be fine-tuned on.
+    ``verify``: check the folder's files against its manifest first (see ``verify_model_folder``)."""
     folder = Path(folder).absolute()
+    if verify:
+        verify_model_folder(folder)
     meta = _read_meta(folder)
     cfg = EncodecConfig(**meta["codec"])
     return cfg, _load_codec(folder, cfg)
+
+
+def verify_model_folder(folder: Path) -> None:
+    """Check every file of a model folder against its manifest (``magnet_jax.integrity``) before
+    anything is read from it: a damaged weight file is one error naming it, never a generation
+    from damaged weights. A folder without a manifest (older versions, by hand) loads with a warning."""
+    remedy = ("Write it again (convert or export it again; delete a cached conversion to redo it; reinstall "
+              "magnet-jax for the shipped model), or pass --no-verify (verify=False) to load it as it is")
+    try:
+        integrity.verify(folder, what="model folder", remedy=remedy)
+    except integrity.IntegrityError as err:
+        raise PipelineError(str(err)) from None
 
 
 def _read_meta(folder: Path) -> dict:
@@ -290,7 +318,12 @@ def _load_codec(folder: Path, cfg: EncodecConfig) -> Encodec:
 def _load_lm(folder: Path, compute_dtype: str) -> MagnetLM:
     from magnet_jax.lm.checkpoint import load_lm
     from magnet_jax.lm.convert import build_lm
-    lm = load_lm(folder / "lm")
+    try:
+        lm = load_lm(folder / "lm")
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 - see _unreadable
+        raise _unreadable(folder / "lm", err) from err
     if lm.cfg.compute_dtype == compute_dtype:
         return lm
     return build_lm(lm.cfg.replace(compute_dtype=compute_dtype), nnx.to_pure_dict(nnx.state(lm, nnx.Param)))
@@ -381,7 +414,8 @@ class MAGNeT:
                         text_encoder: str | os.PathLike | None = None,
                         codec: str | os.PathLike | None = None,
                         cache_dir: str | os.PathLike | None = None,
-                        mesh: Mesh | None | str = "auto", compute_dtype: str = "float32") -> "MAGNeT":
+                        mesh: Mesh | None | str = "auto", compute_dtype: str = "float32",
+                        verify: bool = True) -> "MAGNeT":
         """Load a released checkpoint (hub name), an audiocraft folder, or a converted folder.
 
         An audiocraft export is converted once (torch) into ``cache_dir`` (default
@@ -389,7 +423,8 @@ class MAGNeT:
         ``text_encoder``: a local T5 folder when xp.cfg's hub name (t5-base / t5-large) cannot be
         fetched; ``codec``: a local EncodecModel folder for a codec redirect; ``mesh``: "auto"
         (every accelerator), None (one device) or a Mesh; ``compute_dtype``: the LM's
-        "float32" or "bfloat16".
+        "float32" or "bfloat16"; ``verify``: check the converted folder's files against its
+        manifest (False for huge trusted folders).
         """
         name_or_path = name_or_path if name_or_path is not None else DEFAULT_MODEL
         if name_or_path is None:
@@ -403,19 +438,23 @@ class MAGNeT:
                 log.info("converting %s into %s (once)", found.source, folder)
                 convert(found, folder, text_encoder=text_encoder, codec=codec)
         model = cls.load_converted(folder, text_encoder=text_encoder, mesh=mesh,
-                                   compute_dtype=compute_dtype)
+                                   compute_dtype=compute_dtype, verify=verify)
         model.name = str(name_or_path)
         return model
 
     @classmethod
     def load_converted(cls, folder: str | os.PathLike, *, text_encoder: str | os.PathLike | None = None,
-                       mesh: Mesh | None | str = "auto", compute_dtype: str = "float32") -> "MAGNeT":
-        """A folder written by ``convert`` (orbax + JSON; reads no torch pickle)."""
+                       mesh: Mesh | None | str = "auto", compute_dtype: str = "float32",
+                       verify: bool = True) -> "MAGNeT":
+        """A folder written by ``convert`` or ``export`` (orbax + JSON; reads no torch pickle),
+        checked against its manifest first unless ``verify=False``."""
         folder = Path(folder).absolute()
+        if verify:
+            verify_model_folder(folder)
         meta = _read_meta(folder)
         mesh = auto_mesh() if mesh == "auto" else mesh
         lm = _load_lm(folder, compute_dtype)
-        _, codec_model = load_converted_codec(folder)
+        _, codec_model = load_converted_codec(folder, verify=False)      # verified above
         conditioner = _load_conditioner(folder, meta, lm.cfg.dim, text_encoder, mesh)
         model = cls(lm, codec_model, conditioner, name=meta["source"], mesh=mesh)
         model.checkpoint_dir = folder

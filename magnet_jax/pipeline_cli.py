@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c = subparsers.add_parser("convert", help="convert a MAGNeT checkpoint (LM, codec, text projection) to orbax",
                               description="Convert an audiocraft MAGNeT export (state_dict.bin + "
                                           "compression_state_dict.bin) into a folder that loads without torch.")
-    _model_args(c, cache=False)
+    _model_args(c, cache=False, verify=False)
     c.add_argument("--out", required=True, help="output folder (pass it to `generate --model`)")
     c.set_defaults(func=run_convert)
 
@@ -70,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.set_defaults(func=run_export)
 
 
-def _model_args(p: argparse.ArgumentParser, cache: bool = True) -> None:
+def _model_args(p: argparse.ArgumentParser, cache: bool = True, verify: bool = True) -> None:
     p.add_argument("--model", help="a released name (facebook/magnet-small-10secs, ...), a folder with "
                                    "state_dict.bin + compression_state_dict.bin, or a converted / exported "
                                    "folder (default for generate: the small model shipped with magnet-jax, "
@@ -80,6 +80,10 @@ def _model_args(p: argparse.ArgumentParser, cache: bool = True) -> None:
     if cache:
         p.add_argument("--cache-dir", metavar="DIR", help="where converted checkpoints are cached "
                                                           "(default $MAGNET_JAX_CACHE or ~/.cache/magnet_jax)")
+    if verify:
+        p.add_argument("--no-verify", dest="verify", action="store_false",
+                       help="skip checking the model folder's files against its integrity.json (for huge "
+                            "trusted folders; a damaged file is then read as it is)")
 
 
 def sampler_args(p: argparse.ArgumentParser) -> None:
@@ -161,7 +165,8 @@ def load_model(args: argparse.Namespace, mesh="auto", compute_dtype: str = "floa
             if pipeline.DEFAULT_MODEL is None:
                 raise UserError(no_model_message().replace("no model given", "no --model given"))
         return MAGNeT.from_pretrained(args.model, text_encoder=args.text_encoder, codec=args.codec,
-                                      cache_dir=args.cache_dir, mesh=mesh, compute_dtype=compute_dtype)
+                                      cache_dir=args.cache_dir, mesh=mesh, compute_dtype=compute_dtype,
+                                      verify=getattr(args, "verify", True))
     except (PipelineError, ModelFilesError, FileNotFoundError, LMCheckpointError, CodecCheckpointError) as err:
         raise UserError(str(err).replace("\n", " ")) from err
 

@@ -100,7 +100,7 @@ def test_convert_writes_a_folder_that_generate_loads_directly(folder, tmp_path, 
     assert main(["convert", "--model", str(folder), "--out", str(out), "--text-encoder", str(t5_folder("t5"))]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["out"] == str(out) and report["lm"]["dim"] == SHAPE.lm.dim and report["text_encoder"] == "t5-small"
-    assert {p.name for p in out.iterdir()} == {"magnet.json", "lm", "codec", "text"}
+    assert {p.name for p in out.iterdir()} == {"magnet.json", "lm", "codec", "text", "integrity.json"}
     assert pipeline.locate(out) == out
     model = pipeline.MAGNeT.from_pretrained(out, mesh=None)   # the recorded T5 folder is found
     assert model.checkpoint_dir == out
