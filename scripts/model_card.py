@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from magnet_jax.export import folder_size_mb
+from magnet_jax.integrity import write_manifest
 
 
 def _json(path: Path) -> dict:
@@ -138,6 +139,7 @@ def main() -> None:
     p.add_argument("--runs", type=Path, default=Path("runs"))
     args = p.parse_args()
     (args.model / "MODEL_CARD.md").write_text(card(args.model, args.runs))
+    write_manifest(args.model)      # the folder changed: its integrity.json lists the card too
     print(args.model / "MODEL_CARD.md")
 
 
