@@ -39,9 +39,12 @@ def restore_lm_params(workdir: str | Path, step: int | None = None, use_ema: boo
     """(run config as JSON, params ``{"lm": ..., "text": ...}`` on the host, step) of a train workdir.
 
     The EMA weights when the run kept them and ``use_ema`` (audiocraft evaluates and exports
-    the EMA); the raw parameters otherwise.
+    the EMA); the raw parameters otherwise. The checkpoint is checked against its manifest and
+    its weights for NaN / inf first: a damaged one is an ``ExportError`` naming the file.
     """
     import orbax.checkpoint as ocp
+
+    from magnet_jax.train.checkpointing import DamagedCheckpoint, nonfinite_leaf, verify_step
 
     workdir = Path(workdir).absolute()
     config = _read_json(workdir / "config.json", "`magnet-jax train`")
@@ -53,9 +56,16 @@ def restore_lm_params(workdir: str | Path, step: int | None = None, use_ema: boo
     step = steps[-1] if step is None else step
     if step not in steps:
         raise ExportError(f"{workdir} has no checkpoint {step}; it has {steps}")
+    step_dir = workdir / "checkpoints" / str(step)
+    try:
+        verify_step(step_dir, steps)
+    except DamagedCheckpoint as err:
+        raise ExportError(str(err)) from None
     with ocp.StandardCheckpointer() as ckpt:
-        state = ckpt.restore(workdir / "checkpoints" / str(step) / "state")
+        state = ckpt.restore(step_dir / "state")
     params = state["ema"] if use_ema and "ema" in state else state["params"]
+    if bad := nonfinite_leaf(params):
+        raise ExportError(f"checkpoint {step_dir} holds {bad}: pick another step with --step (this run has: {steps})")
     return config, jax.tree.map(np.asarray, params), step
 
 
@@ -117,14 +127,18 @@ def export_trained(lm_workdir: str | Path, codec_workdir: str | Path, out: str |
 def _codec_of(source: str | Path, codec_step: int | None):
     """A ``train-codec`` workdir (at ``codec_step``), or the codec of a converted model folder: the
     one that tokenized the LM's data when it came from ``tokenize --codec-weights FOLDER``."""
+    from magnet_jax.train.checkpointing import DamagedCheckpoint
     from magnet_jax.codec.training.evaluation_run import trained_codec
-    from magnet_jax.pipeline import META_FILE, load_converted_codec
+    from magnet_jax.pipeline import META_FILE, PipelineError, load_converted_codec
 
-    if (Path(source) / META_FILE).is_file():
-        if codec_step is not None:
-            raise ExportError(f"{source} is a converted model folder with one codec; drop --codec-step")
-        return load_converted_codec(source)
-    return trained_codec(source, codec_step)
+    try:
+        if (Path(source) / META_FILE).is_file():
+            if codec_step is not None:
+                raise ExportError(f"{source} is a converted model folder with one codec; drop --codec-step")
+            return load_converted_codec(source)
+        return trained_codec(source, codec_step)
+    except (PipelineError, DamagedCheckpoint) as err:     # a damaged codec folder or checkpoint
+        raise ExportError(str(err).replace("--step", "--codec-step")) from None
 
 
 def folder_size_mb(folder: str | Path) -> float:

@@ -12,27 +12,37 @@ from magnet_jax.codec.training import data as D
 from magnet_jax.codec.training.config import load_workdir_config
 from magnet_jax.codec.training.evaluate import batched, evaluate, spectrogram_png, token_statistics
 from magnet_jax.codec.training.step import build_trainer
-from magnet_jax.train.checkpointing import Checkpoints
+from magnet_jax.train.checkpointing import Checkpoints, DamagedCheckpoint, nonfinite_leaf, verify_step
 from magnet_jax.train.loop import host, make_run_mesh
 
 
 def restore_codec_params(workdir: str | Path, step: int | None = None) -> tuple[dict, dict, int, object]:
     """(config, codec params on the host, step, trainer) of a workdir's checkpoint (EMA weights
-    when the run kept them and ``train.eval_ema``)."""
+    when the run kept them and ``train.eval_ema``). The checkpoint is checked against its manifest
+    first: a damaged one is ``DamagedCheckpoint`` naming the file (a ValueError)."""
     config = load_workdir_config(workdir)
     ckpt = Checkpoints(Path(workdir).absolute() / "checkpoints", keep=config["train"].keep_checkpoints,
                        asynchronous=False)
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"{workdir} has no checkpoint yet (train-codec writes one every "
-                                f"train.checkpoint_every steps)")
-    mesh = make_run_mesh(config["mesh"])
-    trainer = build_trainer(config, mesh)
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            trainer.abstract_state, trainer.state_sh)
-    state = ckpt.restore(step, abstract)
-    ckpt.close()
+    try:
+        steps = ckpt.all_steps()
+        step = (steps[-1] if steps else None) if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{workdir} has no checkpoint yet (train-codec writes one every "
+                                    f"train.checkpoint_every steps)")
+        if step not in steps:
+            raise FileNotFoundError(f"{workdir} has no checkpoint {step}; it has {steps}")
+        verify_step(ckpt.step_dir(step), steps)
+        mesh = make_run_mesh(config["mesh"])
+        trainer = build_trainer(config, mesh)
+        abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                trainer.abstract_state, trainer.state_sh)
+        state = ckpt.restore(step, abstract)
+    finally:
+        ckpt.close()
     params = state["ema"] if (config["train"].eval_ema and "ema" in state) else state["gen"]
+    if bad := nonfinite_leaf(params):
+        raise DamagedCheckpoint(f"checkpoint {ckpt.step_dir(step)} holds {bad}: pick another step with --step "
+                                f"(this run has: {steps})")
     return config, jax.tree.map(host, params), step, trainer
 
 
