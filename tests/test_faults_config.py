@@ -90,7 +90,9 @@ def test_a_run_that_failed_before_its_first_checkpoint_takes_the_corrected_confi
     data, workdir = token_dataset(), tmp_path / "run"
     bad = train_cmd(workdir, data, "lm.ffn_dim=66", "mesh.devices=4", "mesh.data=1", "mesh.tensor=4")
     code, _, err = run_main(bad, capsys)
-    assert code == 2 and "lm/transformer/layers/ffn/linear1 (1, 32, 66): axis 2 of size 66 cannot be split 4 ways" in one_error_line(err, "train")
+    assert code == 2
+    assert "lm/transformer/layers/ffn/linear1 (1, 32, 66): axis 2 of size 66 cannot be split 4 ways" in \
+        one_error_line(err, "train")
     assert json.loads((workdir / "config.json").read_text())["lm"]["ffn_dim"] == 66
 
     code, out, err = run_main(train_cmd(workdir, data, "train.steps=1"), capsys)

@@ -75,11 +75,12 @@ class MeshConfig:
     devices: int = 0                # use the first N devices only (0 = all; single-process runs)
 
     def __post_init__(self) -> None:
-        for name in ("data", "fsdp", "tensor"):
-            if getattr(self, name) < 1 and getattr(self, name) != -1:
-                raise ValueError(f"mesh.{name} must be >= 1, or -1 for the remaining devices, got {getattr(self, name)}")
-        if [self.data, self.fsdp, self.tensor].count(-1) > 1:
-            raise ValueError(f"mesh: only one of data, fsdp, tensor may be -1, got {self.data}, {self.fsdp}, {self.tensor}")
+        sizes = {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
+        for name, size in sizes.items():
+            if size < 1 and size != -1:
+                raise ValueError(f"mesh.{name} must be >= 1, or -1 for the remaining devices, got {size}")
+        if list(sizes.values()).count(-1) > 1:
+            raise ValueError(f"mesh: only one of data, fsdp, tensor may be -1, got {sizes}")
         if self.devices < 0:
             raise ValueError(f"mesh.devices must be >= 0 (0 = all), got {self.devices}")
 
@@ -98,7 +99,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.worker_count < 0 or self.prefetch < 0:
-            raise ValueError(f"data.worker_count and data.prefetch must be >= 0, got {self.worker_count}, {self.prefetch}")
+            raise ValueError(f"data.worker_count and data.prefetch must be >= 0, got "
+                             f"{self.worker_count}, {self.prefetch}")
         for name in ("merge_text_p", "drop_desc_p", "drop_other_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"data.{name} must be in [0, 1], got {getattr(self, name)}")
