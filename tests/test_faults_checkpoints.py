@@ -31,7 +31,7 @@ from magnet_jax.export import restore_lm_params
 from magnet_jax.train.checkpointing import Checkpoints
 from magnet_jax.train.loop import abstract_with_shardings, build_trainer, train
 from test_faults_models import delete_file, largest_file, overwrite_middle, truncate
-from test_train import T, data_dir, tiny  # noqa: F401 - data_dir is a fixture used here
+from test_train import T, tiny
 
 RUN = ("train.steps=6", "train.checkpoint_every=3", "train.keep_checkpoints=2", "optim.optimizer=adamw",
        "optim.lr=1e-3")
@@ -39,7 +39,17 @@ DAMAGE = {"overwritten": overwrite_middle, "truncated": truncate, "deleted": del
 
 
 @pytest.fixture(scope="module")
-def lm_run(data_dir, tmp_path_factory):  # noqa: F811
+def data_dir(tmp_path_factory) -> str:
+    """test_train's token set: repeating motifs, card 64, train and valid splits."""
+    from magnet_jax.train.data import pattern_codes, write_token_dataset
+    rng = np.random.default_rng(0)
+    out = tmp_path_factory.mktemp("tokens") / "magnet_tokens" / "1.0.0"
+    return str(write_token_dataset(out, {"train": pattern_codes(rng, 32, 4, 40, 64),
+                                         "valid": pattern_codes(rng, 8, 4, 40, 64)}, card=64))
+
+
+@pytest.fixture(scope="module")
+def lm_run(data_dir, tmp_path_factory):
     """A finished 6-step run with checkpoints 3 and 6, and its final state on the host."""
     workdir = tmp_path_factory.mktemp("lm_run") / "run"
     summary = train(tiny(data_dir, *RUN), workdir)
@@ -53,7 +63,7 @@ def run(lm_run, tmp_path) -> Path:
     return tmp_path / "run"
 
 
-def resume(data_dir: str, run: Path, caplog) -> tuple[int, dict] | None:  # noqa: F811
+def resume(data_dir: str, run: Path, caplog) -> tuple[int, dict] | None:
     """What ``train`` does first on an existing workdir: the newest intact checkpoint."""
     ckpt = Checkpoints(run / "checkpoints", keep=2)
     try:
@@ -84,8 +94,7 @@ def test_every_kept_checkpoint_is_sealed_by_a_manifest(lm_run):
         assert integrity.problems(workdir / "checkpoints" / step) == []
 
 
-def test_a_damaged_checkpoint_is_moved_aside_resumed_before_and_rotation_keeps_the_verified(
-        lm_run, run, data_dir, caplog):  # noqa: F811
+def test_a_damaged_step_is_moved_aside_the_one_before_resumes_and_rotation_keeps_it(lm_run, run, data_dir, caplog):
     """8 KiB of step 6 overwritten, then the run goes on to step 9 with keep_checkpoints=2: step 6
     is reported and moved aside, step 3 resumes, the new step 6 equals the undamaged run's, and
     rotation deletes step 3 only once two newer sealed steps exist."""
@@ -114,7 +123,7 @@ def test_a_damaged_checkpoint_is_moved_aside_resumed_before_and_rotation_keeps_t
 # ---------------------------------------------------------------- each kind of damage
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
-def test_each_kind_of_damage_is_named_moved_aside_and_the_previous_step_used(run, data_dir, caplog, damage):  # noqa: F811
+def test_each_kind_of_damage_is_named_moved_aside_and_the_previous_step_used(run, data_dir, caplog, damage):
     bad = largest_file(run / "checkpoints" / "6")
     rel = bad.relative_to(run / "checkpoints" / "6").as_posix()
     DAMAGE[damage](bad)
@@ -128,7 +137,7 @@ def test_each_kind_of_damage_is_named_moved_aside_and_the_previous_step_used(run
     assert step_names(run) == ["3", "damaged"]
 
 
-def test_a_checkpoint_with_a_nonfinite_state_is_refused_like_a_damaged_one(lm_run, run, data_dir, caplog):  # noqa: F811
+def test_a_checkpoint_with_a_nonfinite_state_is_refused_like_a_damaged_one(lm_run, run, data_dir, caplog):
     """A state saved with NaN in its optimizer moments (sealed: its files are as written) is
     moved aside by name, and the step before it is used."""
     _, final = lm_run
@@ -149,7 +158,7 @@ def test_a_checkpoint_with_a_nonfinite_state_is_refused_like_a_damaged_one(lm_ru
     assert (ckpts / "damaged" / "6" / "state").is_dir()
 
 
-def test_a_checkpoint_left_without_manifest_is_read_back_then_sealed(lm_run, run, data_dir, caplog):  # noqa: F811
+def test_a_checkpoint_left_without_manifest_is_read_back_then_sealed(lm_run, run, data_dir, caplog):
     """The run died between orbax's finalise and the manifest: the step is not called damaged for
     that. It restores finite, so it is used, and it gets its manifest then."""
     _, final = lm_run
@@ -162,7 +171,7 @@ def test_a_checkpoint_left_without_manifest_is_read_back_then_sealed(lm_run, run
     assert step_names(run) == ["3", "6"]
 
 
-def test_a_checkpoint_without_manifest_that_does_not_read_back_is_moved_aside(run, data_dir, caplog):  # noqa: F811
+def test_a_checkpoint_without_manifest_that_does_not_read_back_is_moved_aside(run, data_dir, caplog):
     (run / "checkpoints" / "6" / integrity.MANIFEST_FILE).unlink()
     truncate(largest_file(run / "checkpoints" / "6"))
     step, _ = resume(data_dir, run, caplog)
@@ -171,7 +180,7 @@ def test_a_checkpoint_without_manifest_that_does_not_read_back_is_moved_aside(ru
     assert step_names(run) == ["3", "damaged"]
 
 
-def test_no_intact_checkpoint_exits_3_naming_each_and_moving_nothing(run, data_dir, capsys):  # noqa: F811
+def test_no_intact_checkpoint_exits_3_naming_each_and_moving_nothing(run, data_dir, capsys):
     from magnet_jax.train.cli import main
     overwrite_middle(largest_file(run / "checkpoints" / "6"))
     truncate(largest_file(run / "checkpoints" / "3"))
