@@ -1,13 +1,16 @@
 """``magnet-jax train`` and ``magnet-jax ablate-span``.
 
     magnet-jax train --config configs/tiny_lm.py --workdir runs/tiny [key=value ...]
+    magnet-jax train lm.num_layers=4 --config configs/tiny_lm.py --workdir runs/tiny4   # anywhere
     magnet-jax train --config configs/magnet_small.py --workdir gs://.../small data.dir=... \\
         --coordinator 10.0.0.1:1234 --num-processes 4 --process-id 0     # or --distributed on TPU
     magnet-jax train --config configs/magnet_small.py --workdir runs/ft \\
         finetune.init_from=converted/magnet-small finetune.freeze=emb,layers:0-11
     magnet-jax ablate-span --config configs/tiny_lm.py --workdir runs/span --span-lens 1,2,3,5,10
 
-Re-running ``train`` with the same ``--workdir`` resumes from its latest checkpoint.
+Re-running ``train`` with the same ``--workdir`` resumes from its latest checkpoint. Exit codes: 0
+done, 2 bad input, 3 failed run (non-finite loss), 75 preempted (SIGTERM / SIGINT: the step was
+saved; rerun the same command to resume).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ import argparse
 import json
 import sys
 
-from magnet_jax.cli import UserError
+from magnet_jax.cli import EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED, UserError
 
 
 def add_distributed_flags(p: argparse.ArgumentParser) -> None:
@@ -71,10 +74,16 @@ def load_train_config(spec: str, overrides: list[str]) -> dict:
     return load_checked_config(spec, overrides, check_config)
 
 
+def exit_code(summary: dict) -> int:
+    """EXIT_PREEMPTED after a SIGTERM / SIGINT save (a scheduler requeues the same command, which
+    resumes), EXIT_OK when the run reached its last step."""
+    return EXIT_PREEMPTED if summary.get("preempted") else EXIT_OK
+
+
 def run_train(args: argparse.Namespace) -> int:
     start_distributed(args)
     config = load_train_config(args.config, args.overrides)
-    from magnet_jax.train.checkpointing import CheckpointMismatch
+    from magnet_jax.train.checkpointing import CheckpointMismatch, NoIntactCheckpoint
     from magnet_jax.train.loop import NonFiniteError, train
     try:
         summary = train(config, args.workdir)
@@ -82,14 +91,14 @@ def run_train(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from None
     except ValueError as err:
         raise UserError(str(err)) from None
-    except NonFiniteError as err:
+    except (NonFiniteError, NoIntactCheckpoint) as err:
         print(f"magnet-jax train: {err}", file=sys.stderr)
-        return 3
+        return EXIT_FAILED
     summary.pop("state", None)
     import jax
     if jax.process_index() == 0:
         print(json.dumps(summary, default=str))
-    return 0
+    return exit_code(summary)
 
 
 def run_ablation(args: argparse.Namespace) -> int:
@@ -100,14 +109,19 @@ def run_ablation(args: argparse.Namespace) -> int:
     except ValueError:
         raise UserError(f"--span-lens {args.span_lens!r}: expected comma-separated integers, e.g. 1,2,3,5,10") from None
     from magnet_jax.train.ablation import ablate_span
+    from magnet_jax.train.checkpointing import CheckpointMismatch
+    from magnet_jax.train.loop import NonFiniteError
     try:
         table = ablate_span(config, args.workdir, span_lens)
-    except ValueError as err:
+    except (CheckpointMismatch, FileNotFoundError, ValueError) as err:
         raise UserError(str(err)) from None
+    except NonFiniteError as err:
+        print(f"magnet-jax ablate-span: {err}", file=sys.stderr)
+        return EXIT_FAILED
     import jax
     if jax.process_index() == 0:
         print(json.dumps(table))
-    return 0
+    return exit_code(table)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,7 @@ from magnet_jax.lm.objective import magnet_loss, span_count_lut
 from magnet_jax.train import sharding
 from magnet_jax.train.checkpointing import Checkpoints, PreemptionGuard
 from magnet_jax.train.config import check_config, to_json
-from magnet_jax.train.data import Batches, load_text_encoder, split_exists
+from magnet_jax.train.data import Batches, check_model_matches_data, load_text_encoder, split_exists
 from magnet_jax.train.metrics import MetricsWriter, device_peak_flops, plot_losses, train_step_flops
 from magnet_jax.train.optim import effective_lr, ema_update, make_optimizer
 from magnet_jax.train.state import (build_model, init_state, param_shardings, state_shardings,
@@ -370,6 +370,7 @@ def train(config: dict, workdir: str | Path, *, encoder: Any = "load",
 
     config = check_config(config)
     lm_cfg, tc, dc, txc = config["lm"], config["train"], config["data"], config["text"]
+    check_model_matches_data(lm_cfg, dc)
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     _check_or_write_config(workdir, config)
@@ -385,9 +386,9 @@ def train(config: dict, workdir: str | Path, *, encoder: Any = "load",
                              seed=tc.seed, split=dc.valid_split, train=False)
 
     ckpt = Checkpoints(workdir / "checkpoints", tc.keep_checkpoints, tc.async_checkpoint)
-    start = ckpt.latest_step()
-    if start is not None:
-        state = ckpt.restore(start, abstract_with_shardings(trainer), train_data.iterator)
+    resumed = ckpt.restore_latest(abstract_with_shardings(trainer), train_data.iterator)   # newest intact
+    if resumed is not None:
+        start, state = resumed
         train_data.set_state(train_data.iterator.get_state())
     else:
         state, start = initial_state(trainer), 0
@@ -473,7 +474,8 @@ def train(config: dict, workdir: str | Path, *, encoder: Any = "load",
         bar.close()
         ckpt.close()
         metrics.close()
-    summary.update({"stopped": stop_reason, "step": step, "first_loss": first_loss, "last_loss": last_loss,
+    summary.update({"stopped": stop_reason, "preempted": stop_reason != "finished", "step": step,
+                    "first_loss": first_loss, "last_loss": last_loss,
                     "nonfinite_total": int(host(state["nonfinite_total"])), "valid": last_valid or None})
     if lead:
         plot_losses(workdir / "metrics.jsonl", workdir / "loss.png")
@@ -498,6 +500,16 @@ def field_defaults(config: dict) -> dict[str, dict]:
                                   for name, obj in config.items() if dataclasses.is_dataclass(obj)}))
 
 
+def has_checkpoints(directory: Path) -> bool:
+    """Whether a run's checkpoint folder holds any step, finished or not, or one moved aside into
+    a sub-folder (orbax names a step's folder and its temporary folder after the step number)."""
+    if not directory.is_dir():
+        return False
+    entries = list(directory.iterdir())
+    inner = [q for p in entries if p.is_dir() and not p.name[:1].isdigit() for q in p.iterdir()]
+    return any(p.name[:1].isdigit() for p in entries + inner)
+
+
 def check_or_write_run_config(workdir: Path, now: dict, sections: tuple[str, ...],
                               defaults: dict[str, dict] | None = None) -> None:
     """Refuse to resume ``workdir`` when one of ``sections`` of its config.json differs from ``now``
@@ -506,11 +518,12 @@ def check_or_write_run_config(workdir: Path, now: dict, sections: tuple[str, ...
 
     A field the stored config.json lacks was added to the code after that run began; resuming is
     fine while it keeps its default (``defaults``, from ``field_defaults``), which is how the
-    run was trained."""
+    run was trained. A workdir without any checkpoint holds no trained state (its first run
+    failed before its first save, e.g. on a bad setting): any config is accepted there."""
     path = workdir / "config.json"
     now = json.loads(json.dumps(now))
     defaults = defaults or {}
-    if path.exists():
+    if path.exists() and has_checkpoints(workdir / "checkpoints"):
         before = json.loads(path.read_text())
         for section in sections:
             old, new, default = before.get(section, {}), now[section], defaults.get(section, {})

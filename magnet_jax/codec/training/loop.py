@@ -107,12 +107,12 @@ def train_codec(config: dict, workdir: str | Path, on_step: Callable[[int], None
                              config["codec"].channels)
 
     ckpt = Checkpoints(workdir / "checkpoints", tc.keep_checkpoints, tc.async_checkpoint)
-    start = ckpt.latest_step()
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                            trainer.abstract_state, trainer.state_sh)
     with jax.set_mesh(mesh):
-        if start is not None:
-            abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                    trainer.abstract_state, trainer.state_sh)
-            state = ckpt.restore(start, abstract, train_data.iterator)
+        resumed = ckpt.restore_latest(abstract, train_data.iterator)      # the newest intact checkpoint
+        if resumed is not None:
+            start, state = resumed
             train_data.set_state(train_data.iterator.get_state())
         else:
             state, start = trainer.init_state(), 0
@@ -164,8 +164,8 @@ def train_codec(config: dict, workdir: str | Path, on_step: Callable[[int], None
         bar.close()
         ckpt.close()
         metrics.close()
-    summary.update({"stopped": stop_reason, "step": step, "nonfinite_total": int(host(state["nonfinite_total"])),
-                    "valid": last_valid or None})
+    summary.update({"stopped": stop_reason, "preempted": stop_reason != "finished", "step": step,
+                    "nonfinite_total": int(host(state["nonfinite_total"])), "valid": last_valid or None})
     if lead:
         plot_codec_losses(workdir / "metrics.jsonl", workdir / "losses.png")
         (workdir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
