@@ -16,7 +16,7 @@ import math
 import sys
 from pathlib import Path
 
-from magnet_jax.cli import UserError
+from magnet_jax.cli import UserError, finite_float, seed_value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,9 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=synth_corpus.__doc__)
     p.add_argument("--out", type=Path, required=True, help="folder to write (created)")
     p.add_argument("--clips", type=int, required=True, help="number of clips to render")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per clip (MusicCaps: 10)")
+    p.add_argument("--duration", type=finite_float, default=10.0, help="seconds per clip (MusicCaps: 10)")
     p.add_argument("--sample-rate", type=int, default=32000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--exclude-heldout", action="store_true",
                    help="no clip gets an (instrument, pattern, mode) combination of the held-out "
                         "evaluation prompts (magnet_jax.eval.prompts.HELDOUT_COMBOS)")
@@ -51,15 +51,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                            "workdir or a converted model folder (the shipped default: "
                                            "magnet_jax/assets/default_model); without it the codec has "
                                            "random weights")
-    t.add_argument("--codec-seed", type=int, default=0, help="init seed when no weights are given")
+    t.add_argument("--codec-seed", type=seed_value, default=0, help="init seed when no weights are given")
     t.add_argument("--codec-override", action="append", default=[], metavar="KEY=VALUE",
                    help="change an EncodecConfig field of a random-init codec, e.g. n_filters=8 "
                         "(repeatable; for small test codecs)")
     t.add_argument("--text-encoder", default="none", choices=("none", "minilm", "t5"),
                    help="also store this encoder's caption states (float16 [L, width]) per record")
     t.add_argument("--text-encoder-path", help="T5 / BERT folder or hub name (minilm: optional)")
-    t.add_argument("--segment-duration", type=float, default=10.0, help="seconds per record")
-    t.add_argument("--min-segment-ratio", type=float, default=0.5,
+    t.add_argument("--segment-duration", type=finite_float, default=10.0, help="seconds per record")
+    t.add_argument("--min-segment-ratio", type=finite_float, default=0.5,
                    help="keep a tail segment of at least this fraction of --segment-duration")
     t.add_argument("--normalize", action="store_true", help="loudness-normalise to -14 LUFS")
     t.add_argument("--batch-size", type=int, default=8, help="segments per codec call "

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
+import os
 import sys
+import traceback
+from pathlib import Path
 from typing import Callable, Iterable
 
 # module path for each group of verbs; a module listed here must exist.
@@ -58,17 +62,93 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     return args
 
 
+# -- argument types: a bad number is refused by argparse (exit 2) before anything runs -------------
+SEED_LIMIT = 2**64
+
+
+def finite_float(text: str) -> float:
+    """A float flag: NaN and infinities are refused (they would silently give constant output)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def seed_value(text: str) -> int:
+    """A seed: an integer in [0, 2**64). Seeds from 2**32 on reach JAX through
+    ``magnet_jax.pipeline.seed_key`` (jax.random.key would drop their high bits)."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside [0, 2**64)")
+    return value
+
+
+def writable_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Check, before any long work starts, that ``path`` is or can become a folder this process
+    writes into: an existing file or an unwritable place is one UserError naming it. Nothing is
+    created (a missing folder is probed through its nearest existing parent)."""
+    import tempfile
+    folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{flag} {folder} is a file, not a folder: choose a folder")
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{flag} {folder} cannot be created: {probe} is a file")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".magnet-jax-write-test-"):
+            pass
+    except OSError as err:
+        raise UserError(f"{flag} {folder} cannot be written ({err.strerror or err} in {probe}): choose a "
+                        f"folder you can write to") from None
+    return folder
+
+
+# -- running a verb ------------------------------------------------------------------------------
+DEBUG_FLAG, DEBUG_ENV = "--debug", "MAGNET_JAX_DEBUG"
+
+
+def _root_cause(err: BaseException) -> str:
+    """The first line of the innermost cause: what went wrong, without the wrappers around it."""
+    while err.__cause__ is not None or (err.__context__ is not None and not err.__suppress_context__):
+        err = err.__cause__ or err.__context__
+    first = (str(err).strip().splitlines() or [""])[0][:300]
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
 def run(registers: Iterable[Callable] | None = None, argv: list[str] | None = None) -> int:
-    """Parse argv, run the chosen verb, and print a UserError as one line (exit code 2).
+    """Parse argv, run the chosen verb, and report its end in one line on stderr: a UserError
+    (exit 2), an interruption (130), or any other failure (exit 3, with its root cause).
+    ``--debug`` (anywhere) or MAGNET_JAX_DEBUG=1 shows the traceback instead.
 
     A verb module can run on its own with ``run([register], argv)``.
     """
-    args = parse_args(build_parser(registers), argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    args = parse_args(build_parser(registers), [a for a in argv if a != DEBUG_FLAG])
     try:
         return int(args.func(args) or 0)
     except UserError as err:
+        if debug:
+            traceback.print_exc()
         print(f"magnet-jax {args.verb}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"magnet-jax {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the one place that turns a crash into one line
+        if debug:
+            raise
+        print(f"magnet-jax {args.verb}: failed: {_root_cause(err)} (rerun with {DEBUG_FLAG}, or "
+              f"{DEBUG_ENV}=1, for the traceback)", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from magnet_jax.seeds import seed_key
 from magnet_jax.codec import Encodec, EncodecConfig
 from magnet_jax.codec.runner import CodecRunner
 from magnet_jax import integrity
@@ -540,6 +541,9 @@ class MAGNeT:
         if wav.ndim != 3 or wav.shape[-1] < 1:
             raise PipelineError(f"prompt audio has shape {tuple(wav.shape)}; expected [B, C, N] or [C, N] "
                                 f"with N >= 1 samples")
+        bad = int(wav.size - np.count_nonzero(np.isfinite(wav)))
+        if bad:   # NaN through the codec is a constant code, and the continuation would be silent garbage
+            raise PipelineError(f"prompt audio has {bad} NaN/inf samples of {wav.size}: repair the audio first")
         descriptions = _descriptions(descriptions if descriptions is not None else [None] * wav.shape[0])
         if wav.shape[0] == 1 and len(descriptions) > 1:
             wav = np.repeat(wav, len(descriptions), axis=0)
@@ -557,7 +561,11 @@ class MAGNeT:
         self._check_prompt(prompt_audio, config)
         n = len(descriptions)
         batch = self._batch_size(batch_size, n)
-        key = jax.random.key(seed) if key is None else key
+        if key is None:
+            try:
+                key = seed_key(seed)
+            except ValueError as err:
+                raise PipelineError(str(err)) from None
         tokens, audio = [], []
         starts = range(0, n, batch)
         for i, start in enumerate(tqdm(starts, desc="generating", unit="batch", disable=not progress)):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from magnet_jax.cli import finite_float, seed_value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,9 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "text, as audiocraft treats \"\"; without this flag an empty prompt is an error")
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--continue-from", metavar="AUDIO", help="an audio file to continue (resampled to the model's rate)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=seed_value, default=0)
     g.add_argument("--batch-size", type=int, default=None, help="prompts per compiled call (default: all at once)")
-    g.add_argument("--duration", type=float, default=None,
+    g.add_argument("--duration", type=finite_float, default=None,
                    help="seconds; MAGNeT produces its training segment only (checked, not changed)")
     g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="LM compute dtype")
     sampler_args(g)
@@ -91,13 +92,13 @@ def sampler_args(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("sampler (defaults: audiocraft's MAGNeT.set_generation_params)")
     s.add_argument("--greedy", action="store_true", help="argmax decoding (use_sampling=False)")
     s.add_argument("--decoding-steps", type=_int_list, metavar="N,N,N,N", help="steps per codebook (default 20,10,10,10)")
-    s.add_argument("--temperature", type=float, help="initial softmax temperature (default 3.0)")
+    s.add_argument("--temperature", type=finite_float, help="initial softmax temperature (default 3.0)")
     s.add_argument("--no-anneal-temp", dest="anneal_temp", action="store_const", const=False,
                    help="keep the temperature constant within a stage")
     s.add_argument("--top-k", type=int, help="top-k sampling, used only when --top-p is 0 (default 0)")
-    s.add_argument("--top-p", type=float, help="nucleus sampling mass; 0 turns it off (default 0.9)")
-    s.add_argument("--max-cfg-coef", type=float, help="classifier-free guidance at the first step (default 10)")
-    s.add_argument("--min-cfg-coef", type=float, help="classifier-free guidance at the last step (default 1)")
+    s.add_argument("--top-p", type=finite_float, help="nucleus sampling mass; 0 turns it off (default 0.9)")
+    s.add_argument("--max-cfg-coef", type=finite_float, help="classifier-free guidance at the first step (default 10)")
+    s.add_argument("--min-cfg-coef", type=finite_float, help="classifier-free guidance at the last step (default 1)")
     s.add_argument("--span-scoring", choices=("max", "prod"), help="span confidence (default max)")
     s.add_argument("--span-arrangement", choices=("nonoverlap", "stride1"),
                    help="spans to re-mask (default nonoverlap; the demo recommends stride1)")
@@ -176,6 +177,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from magnet_jax.pipeline import PipelineError
     prompts = read_prompts(args)
     params = sampler_params(args)
+    prepare_out(Path(args.out), prompts)
     prompt_audio = _read_prompt_audio(args.continue_from) if args.continue_from else None
     t0 = time.perf_counter()
     model = load_model(args, compute_dtype=args.dtype)
@@ -207,15 +209,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
 def _read_prompt_audio(path: str) -> tuple[np.ndarray, int]:
     """[C, N] float32 at the file's own rate (the pipeline resamples, as the reference does)."""
-    from magnet_jax.cli import UserError
-    import soundfile
-    try:
-        wav, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    except Exception as err:  # noqa: BLE001 - unreadable file: say which and why
-        raise UserError(f"cannot read --continue-from audio {path}: {err}") from err
-    if wav.shape[0] == 0:
-        raise UserError(f"--continue-from audio {path} has no samples")
-    return np.ascontiguousarray(wav.T), int(rate)
+    from magnet_jax.codec.cli import read_audio_file
+    return read_audio_file(path, "--continue-from audio")
 
 
 def _slug(text: str, limit: int = 40) -> str:
@@ -224,14 +219,46 @@ def _slug(text: str, limit: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit].rstrip("_") or "prompt"
 
 
+def _stems(prompts: list[str]) -> list[str]:
+    return [f"{i:03d}_{_slug(prompt)}" for i, prompt in enumerate(prompts)]
+
+
+def output_names(prompts: list[str]) -> list[str]:
+    """Every file ``generate`` writes for these prompts."""
+    return ["tokens.npy", "generate.json"] + [f"{stem}.{ext}" for stem in _stems(prompts) for ext in ("wav", "png")]
+
+
+def prepare_out(out: Path, prompts: list[str]) -> None:
+    """Check --out before anything is loaded or generated. A folder an earlier ``generate`` wrote
+    is cleared of exactly the files its generate.json lists (so old and new WAVs never mix); any
+    other file this run would overwrite is refused, so nothing else in the folder is touched."""
+    from magnet_jax.cli import UserError, writable_folder
+    writable_folder(out)
+    previous = out / "generate.json"      # (an --out that does not exist yet holds nothing)
+    if previous.is_file():
+        try:
+            listed = json.loads(previous.read_text())["files"]
+            ours = ["tokens.npy", "generate.json"] + [f[k] for f in listed for k in ("wav", "spectrogram")]
+        except (ValueError, KeyError, TypeError) as err:
+            raise UserError(f"--out {out} holds a generate.json this version cannot read ({err}); choose "
+                            f"another --out or remove it") from None
+        for name in ours:
+            if Path(name).name == name:            # only plain names inside --out
+                (out / name).unlink(missing_ok=True)
+    clash = [name for name in output_names(prompts) if (out / name).exists()]
+    if clash:
+        raise UserError(f"--out {out} already holds {clash[0]}{f' (and {len(clash) - 1} more)' if len(clash) > 1 else ''}, "
+                        f"which this run would overwrite and no earlier generate wrote: choose another --out "
+                        f"or move the file")
+
+
 def write_outputs(out: Path, prompts: list[str], generation) -> list[dict]:
     """One WAV + one spectrogram PNG per prompt, and tokens.npy; returns the file names."""
     import soundfile
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "tokens.npy", generation.tokens)
     files = []
-    for i, (prompt, audio) in enumerate(zip(prompts, generation.audio)):
-        stem = f"{i:03d}_{_slug(prompt)}"
+    for stem, prompt, audio in zip(_stems(prompts), prompts, generation.audio):
         soundfile.write(out / f"{stem}.wav", np.clip(audio.T, -1.0, 1.0), generation.sample_rate,
                         subtype="PCM_16")
         plot_spectrogram(audio, generation.sample_rate, out / f"{stem}.png", prompt or "(no text)")

@@ -54,7 +54,7 @@ def test_resumed_tokenize_redoes_damaged_shards_and_says_so(tmp_path, capsys):
     ("--batch-size", "0", "--batch-size 0: must be >= 1"),
     ("--decode-workers", "0", "--decode-workers 0: must be >= 1"),
     ("--max-shards", "0", "--max-shards 0: must be >= 1"),
-    ("--segment-duration", "nan", "--segment-duration nan: must be a finite number of seconds > 0"),
+    ("--segment-duration", "0", "--segment-duration 0.0: must be a finite number of seconds > 0"),
 ])
 def test_bad_tokenize_numbers_are_refused_before_the_out_folder_exists(flag, value, message, tmp_path, capsys):
     out = tmp_path / "tokens"
@@ -62,6 +62,14 @@ def test_bad_tokenize_numbers_are_refused_before_the_out_folder_exists(flag, val
     code, _, err = run_main(argv, capsys)
     assert code == 2
     assert one_error_line(err, "tokenize") == f"magnet-jax tokenize: error: {message}"
+    assert not out.exists()
+
+
+def test_non_finite_tokenize_numbers_are_refused_by_the_parser(tmp_path, capsys):
+    out = tmp_path / "tokens"
+    with pytest.raises(SystemExit) as exit_:
+        run_main(_replace_flag(_tokenize_argv(out), "--segment-duration", "nan"), capsys)
+    assert exit_.value.code == 2 and "'nan' is not a finite number" in capsys.readouterr().err
     assert not out.exists()
 
 

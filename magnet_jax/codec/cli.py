@@ -57,18 +57,34 @@ def _runner(args):
     return CodecRunner(model)
 
 
-def read_audio(path: str, sample_rate: int, channels: int) -> np.ndarray:
-    """Audio file -> float32 ``[channels, samples]`` at ``sample_rate``."""
+def read_audio_file(path: str, what: str = "audio") -> tuple[np.ndarray, int]:
+    """An audio file as float32 ``[channels, samples]`` and its rate, refused (one line naming the
+    file) when missing, unreadable, empty, or holding NaN / inf samples, the check tokenize
+    applies to training audio: NaN through the codec gives constant codes, not an error."""
     from magnet_jax.cli import UserError
+    from data_pipelines.rejects import REASONS
     try:
         import soundfile
     except ImportError as err:
         raise UserError("reading audio needs soundfile: pip install soundfile") from err
+    if not Path(path).is_file():
+        raise UserError(f"{what} {path} does not exist" if not Path(path).exists() else f"{what} {path} is not a file")
     try:
         wav, rate = soundfile.read(path, dtype="float32", always_2d=True)
     except Exception as err:  # noqa: BLE001 - unreadable file: say which and why
-        raise UserError(f"cannot read audio {path}: {err}") from err
-    wav = wav.T
+        raise UserError(f"cannot read {what} {path}: {err}") from err
+    if wav.shape[0] == 0:
+        raise UserError(f"{what} {path} has no samples")
+    bad = int(wav.size - np.count_nonzero(np.isfinite(wav)))
+    if bad:
+        raise UserError(f"{what} {path}: {REASONS['non_finite']} ({bad} NaN/inf samples of {wav.size}); "
+                        f"repair or re-export the file")
+    return np.ascontiguousarray(wav.T), int(rate)
+
+
+def to_codec_format(wav: np.ndarray, rate: int, sample_rate: int, channels: int, path: str) -> np.ndarray:
+    """``[C, N]`` audio at ``rate`` -> float32 ``[channels, samples]`` at ``sample_rate``."""
+    from magnet_jax.cli import UserError
     if wav.shape[0] != channels:
         if channels == 1:
             wav = wav.mean(axis=0, keepdims=True)
@@ -88,9 +104,10 @@ def read_audio(path: str, sample_rate: int, channels: int) -> np.ndarray:
 
 def run_encode(args) -> int:
     from magnet_jax.cli import UserError
+    audio, rate = read_audio_file(args.input)          # refused before the codec is built
     runner = _runner(args)
     cfg = runner.cfg
-    wav = read_audio(args.input, cfg.sample_rate, cfg.channels)[None]
+    wav = to_codec_format(audio, rate, cfg.sample_rate, cfg.channels, args.input)[None]
     if wav.shape[-1] == 0:
         raise UserError(f"{args.input} has no samples")
     try:

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from magnet_jax import xp_cfg as xp_cfg_module
+from magnet_jax import torch_pickle, xp_cfg as xp_cfg_module
 from magnet_jax.codec.config import EncodecConfig
 from magnet_jax.codec.encodec import Encodec
 from magnet_jax.codec.seanet import torch_layer_indices
@@ -250,13 +250,9 @@ def model_from_state_dict(cfg: EncodecConfig, state_dict: Mapping[str, Any], fla
 # ----------------------------------------------------------------------------------------------
 def _torch_load(path: Path) -> Any:
     try:
-        import torch
-    except ImportError as err:  # pragma: no cover - torch is present wherever .bin files are
-        raise ImportError(f"reading {path} (a torch pickle) needs torch: pip install torch") from err
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - report what failed and where
-        raise CheckpointError(f"cannot read {path} as a torch checkpoint: {type(err).__name__}: {err}") from err
+        return torch_pickle.load_mapping(path, "a torch checkpoint")
+    except torch_pickle.TorchFileError as err:
+        raise CheckpointError(str(err)) from err
 
 
 def load_hf_encodec(folder: str | os.PathLike, dtype: jnp.dtype = jnp.float32) -> tuple[EncodecConfig, Encodec]:

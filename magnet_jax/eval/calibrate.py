@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from magnet_jax.eval import analysers as A
+from magnet_jax.cli import seed_value
 
 # clip seeds: 0 and 1 are the corpus's defaults (configs/*.py); the calibration seed is disjoint
 # from them, the measurement seed from all three, and the tests use a fifth one.
@@ -121,7 +122,7 @@ def score(attrs: Sequence, feats: Sequence[dict], calibration: dict | None = Non
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--measure", action="store_true", help="measure accuracy instead of fitting")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=seed_value, default=None)
     p.add_argument("--clips", type=int, default=None)
     p.add_argument("--out", type=Path, default=A.CALIBRATION_FILE)
     args = p.parse_args(argv)

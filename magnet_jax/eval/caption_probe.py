@@ -27,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from data_pipelines.synth import _MOOD, INSTRUMENTS, PITCH_CLASSES
+from magnet_jax.seeds import seed_key
 
 _OTHER_MODE = {"major": "minor", "minor": "major"}
 _OTHER_MOOD = {a: b for m, o in _OTHER_MODE.items() for a, b in zip(_MOOD[m], _MOOD[o])}
@@ -90,7 +91,7 @@ def edited_cross_entropy(trainer, params: dict, data, batches: int, seed: int = 
     runs = {"true": (lambda caption: caption), **edits}
     ce: dict[str, list[np.ndarray]] = {name: [] for name in runs}
     examples: dict[str, str] = {}
-    key = jax.random.key(seed)
+    key = seed_key(seed)
     for i in range(batches):
         batch = data.host_batch(i)
         captions = list(batch.pop("descriptions"))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from magnet_jax.cli import finite_float, seed_value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="JSONL prompts, one {\"caption\": ..., \"attributes\": {...}} per line "
                         "(default: the held-out set shipped in magnet_jax/eval/prompts/heldout.jsonl)")
     e.add_argument("--out", required=True, help="output folder")
-    e.add_argument("--seed", type=int, default=0, help="generation, real-clip rendering and chance shuffle seed")
+    e.add_argument("--seed", type=seed_value, default=0, help="generation, real-clip rendering and chance shuffle seed")
     e.add_argument("--batch-size", type=int, default=8, help="prompts per compiled generate call (default 8)")
     e.add_argument("--num-prompts", type=int, default=None, metavar="N", help="evaluate the first N prompts only")
     e.add_argument("--embedding", action="append", default=[], metavar="NAME=PATH|MODULE:FUNCTION",
@@ -56,8 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="tokenized dataset (default: the run's data.dir)")
     p.add_argument("--batches", type=int, default=8, help="valid batches (default 8)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
-    p.add_argument("--seed", type=int, default=0, help="mask seed (the same masks for every edit)")
-    p.add_argument("--mask-rate", type=float, default=None, metavar="R",
+    p.add_argument("--seed", type=seed_value, default=0, help="mask seed (the same masks for every edit)")
+    p.add_argument("--mask-rate", type=finite_float, default=None, metavar="R",
                    help="mask this fraction of every stage's codes instead of the training cosine draw; 1.0 "
                         "hides (nearly) all, so the caption is the only clue (default: the cosine draw)")
     p.add_argument("--out", required=True, help="output folder")
@@ -72,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m.add_argument("reports", nargs="+", metavar="REPORT_DIR", help="folders written by `magnet-jax eval --out`")
     m.add_argument("--out", required=True, help="output folder")
     m.add_argument("--permutations", type=int, default=None, help="derangements per run for the p-values (default 2000)")
-    m.add_argument("--seed", type=int, default=0, help="permutation seed")
+    m.add_argument("--seed", type=seed_value, default=0, help="permutation seed")
     m.set_defaults(func=run_summary)
 
 
@@ -101,7 +102,7 @@ def _embedders(specs: list[str]) -> list:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from magnet_jax.cli import UserError
+    from magnet_jax.cli import UserError, writable_folder
     from magnet_jax.eval.runner import evaluate
     from magnet_jax.pipeline import PipelineError
     from magnet_jax.pipeline_cli import load_model, sampler_params
@@ -109,6 +110,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
     prompts, path = _prompts(args)
     embedders = _embedders(args.embedding)
+    writable_folder(args.out)                 # before the model loads and the prompts generate
     model = load_model(args, compute_dtype=args.dtype)
     params = sampler_params(args)
     try:

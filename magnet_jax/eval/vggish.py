@@ -272,23 +272,15 @@ def _torch_load(path: Path) -> dict[str, np.ndarray]:
 
     numpy arrays are allowed too: torchvggish's PCA file may hold them (its loader converts with
     ``torch.as_tensor``), and rebuilding an array runs no code."""
-    try:
-        import torch
-    except ImportError as err:
-        raise ImportError(f"reading {path} needs PyTorch (the weights are a torch file): pip install torch") from err
+    from magnet_jax import torch_pickle
     reconstruct = (np._core if hasattr(np, "_core") else np.core).multiarray._reconstruct
     allowed = [reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype,
                *{type(np.dtype(t)) for t in ("f2", "f4", "f8", "i4", "i8")}]
     try:
-        with torch.serialization.safe_globals(allowed):
-            data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - say which file and why
-        raise ValueError(f"cannot read {path} as a torch state dict ({type(err).__name__}: {err}); "
-                         f"pass torchvggish's vggish-10086976.pth saved with torch.save") from err
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{path} holds a {type(data).__name__}, not a state dict (name -> tensor)")
-    return {k: (v.detach().float().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
-            for k, v in data.items()}
+        data = torch_pickle.load_mapping(path, "a torch state dict (torchvggish's vggish-10086976.pth)", allowed)
+    except torch_pickle.TorchFileError as err:
+        raise ValueError(str(err)) from err
+    return {k: (v.detach().float().numpy() if hasattr(v, "detach") else np.asarray(v)) for k, v in data.items()}
 
 
 def check_state_dict(state_dict: Mapping[str, np.ndarray], source: str) -> None:

@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c = subparsers.add_parser("convert-lm", help="convert an audiocraft LM state_dict.bin to orbax",
                               description="Read an audiocraft MAGNeT state_dict.bin (config from its "
                                           "xp.cfg) and write orbax params + lm_config.json.")
-    c.add_argument("--checkpoint", required=True, help="path to state_dict.bin")
+    c.add_argument("--checkpoint", required=True, help="state_dict.bin, or the folder holding it")
+    c.add_argument("--config", help="configs/NAME.py[:variant] whose lm section gives the shape of a bare "
+                                    "state dict (one without xp.cfg)")
     c.add_argument("--out", required=True, help="output directory")
     c.set_defaults(func=run_convert)
 
@@ -65,7 +67,8 @@ def run_sample(args) -> int:
         raise UserError(f"num_samples={n} and batch_size={bs} must both be >= 1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    key = jax.random.key(int(config.get("seed", 0)))
+    from magnet_jax.seeds import seed_key
+    key = seed_key(int(config.get("seed", 0)))
     tokens, times = [], []
     for start in tqdm(range(0, n, bs), desc="sampling", unit="batch"):
         key, k_cond, k_sample = jax.random.split(key, 3)
@@ -108,13 +111,26 @@ def _plot_tokens(codes: np.ndarray, path: Path) -> None:
 
 
 def run_convert(args) -> int:
-    from magnet_jax.cli import UserError
+    from magnet_jax.cli import UserError, writable_folder
     from magnet_jax.lm.checkpoint import save_lm
     from magnet_jax.lm.convert import CheckpointError, load_audiocraft_lm
-    if not Path(args.checkpoint).is_file():
-        raise UserError(f"--checkpoint {args.checkpoint} does not exist")
+    path = Path(args.checkpoint)
+    if path.is_dir() and (path / "state_dict.bin").is_file():
+        path = path / "state_dict.bin"
+    elif path.is_dir():
+        raise UserError(f"--checkpoint {path} is a folder without state_dict.bin: pass the checkpoint file")
+    elif not path.exists():
+        raise UserError(f"--checkpoint {path} does not exist")
+    cfg = None
+    if args.config:
+        from magnet_jax.config_loader import load_config
+        try:
+            cfg = load_config(args.config)["lm"]
+        except (FileNotFoundError, KeyError, ValueError, TypeError, SyntaxError) as err:
+            raise UserError(f"--config {args.config}: {err}") from None
+    writable_folder(args.out)
     try:
-        cfg, model, cond_keys = load_audiocraft_lm(args.checkpoint)
+        cfg, model, cond_keys = load_audiocraft_lm(path, cfg=cfg)
     except CheckpointError as err:
         raise UserError(str(err)) from err
     out = save_lm(model, args.out)

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from magnet_jax import xp_cfg
+from magnet_jax import torch_pickle, xp_cfg
 from magnet_jax.lm.config import POSITIONAL_EMBEDDINGS, LMConfig
 from magnet_jax.modules.embedding import rope_frequencies
 from magnet_jax.lm.model import MagnetLM
@@ -30,15 +30,11 @@ class CheckpointError(ValueError):
 
 # -- reading files --------------------------------------------------------------------------
 def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """torch.load a checkpoint onto the CPU (weights_only: no code runs from the file)."""
-    import torch  # torch is needed only to read the reference's pickles
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint file {path} does not exist")
+    """An audiocraft export or a state dict, read with weights_only (no code runs from the file)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001
-        raise CheckpointError(f"{path} is not a readable torch checkpoint ({type(err).__name__}: {err})") from err
+        return dict(torch_pickle.load_mapping(path, "an audiocraft checkpoint (state_dict.bin)"))
+    except torch_pickle.TorchFileError as err:
+        raise CheckpointError(str(err)) from err
 
 
 def split_checkpoint(pkg: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict | None]:
@@ -315,7 +311,9 @@ def load_audiocraft_lm(path: str | os.PathLike, frame_rate: int | None = None,
     state, xp = split_checkpoint(read_torch_checkpoint(path))
     if cfg is None:
         if xp is None:
-            raise CheckpointError(f"{path} is a bare state dict without 'xp.cfg'; pass an LMConfig (cfg=...)")
+            raise CheckpointError(f"{path} is a bare state dict without 'xp.cfg', so its shape is unknown: give "
+                                  f"the LM config (cfg=LMConfig(...) in Python, --config configs/NAME.py for "
+                                  f"convert-lm)")
         cfg = lm_config_from_xp(xp, frame_rate=frame_rate)
     condition = {k: v for k, v in state.items() if k.startswith(CONDITION_PREFIX)}
     cfg, model = lm_from_state(state, cfg)

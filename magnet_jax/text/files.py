@@ -113,13 +113,15 @@ def load_weights(folder: Path, keep: Callable[[str], bool] = lambda k: True) -> 
         return _to_float32(out)
     bin_path = folder / "pytorch_model.bin"
     if bin_path.is_file():
+        from magnet_jax import torch_pickle
         try:
-            import torch
+            sd = torch_pickle.load_mapping(bin_path, "a Hugging Face state dict")
         except ImportError as err:
             raise ModelFilesError(f"{bin_path} is a torch pickle and torch is not installed; "
                                   f"install torch, or convert the weights to "
                                   f"{folder}/model.safetensors") from err
-        sd = torch.load(str(bin_path), map_location="cpu", weights_only=True)
+        except torch_pickle.TorchFileError as err:
+            raise ModelFilesError(str(err)) from err
         return _to_float32({k: v.float().numpy() if v.is_floating_point() else v.numpy()
                             for k, v in sd.items() if keep(k)})
     raise ModelFilesError(f"no weights in {folder}: place model.safetensors "

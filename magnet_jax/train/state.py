@@ -25,6 +25,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from magnet_jax.seeds import seed_key
 from magnet_jax.lm.config import LMConfig
 from magnet_jax.lm.model import MagnetLM
 from magnet_jax.text.conditioner import TextConditioner
@@ -126,7 +127,7 @@ def trainable_mask(params: dict, freeze: str, num_layers: int) -> dict:
 
 def key_data(seed: int) -> jax.Array:
     """The raw uint32 data of the run's base key (traceable; stored in checkpoints)."""
-    return jax.random.key_data(jax.random.key(seed))
+    return jax.random.key_data(seed_key(seed))
 
 
 def init_state(params: dict, tx, ema: bool, seed: int) -> dict:

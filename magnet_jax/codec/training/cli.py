@@ -3,7 +3,8 @@
     magnet-jax train-codec --config configs/codec_tiny.py --workdir runs/codec_tiny data.dir=data/synth16k
     magnet-jax eval-codec --workdir runs/codec_tiny --out runs/codec_tiny/eval [--clips 24] [--no-music]
 
-Re-running ``train-codec`` with the same ``--workdir`` resumes from its latest checkpoint.
+Re-running ``train-codec`` with the same ``--workdir`` resumes from its latest checkpoint; after
+SIGTERM / SIGINT it saves and exits 75 (preempted), after too many non-finite steps it exits 3.
 ``eval-codec`` reads the workdir's config.json and latest checkpoint, reconstructs held-out
 clips with 1..n_q codebooks and writes ``eval.json`` (SI-SNR, multi-scale mel distance, chroma
 cosine per n_q; with a synthetic corpus's labels, key and tempo agreement of originals and
@@ -16,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from magnet_jax.cli import UserError
+from magnet_jax.cli import EXIT_FAILED, UserError, finite_float
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     e.add_argument("--data", help="audio folder (default: the run's data.dir; its held-out split is used)")
     e.add_argument("--clips", type=int, help="held-out clips (default: eval.clips)")
-    e.add_argument("--duration", type=float, help="seconds per clip from its start (default: eval.duration)")
+    e.add_argument("--duration", type=finite_float, help="seconds per clip from its start (default: eval.duration)")
     e.add_argument("--no-music", action="store_true", help="skip key / tempo estimation even with labels")
     e.set_defaults(func=run_eval_codec)
 
@@ -48,24 +49,24 @@ def load_codec_train_config(spec: str, overrides: list[str]) -> dict:
 
 
 def run_train_codec(args: argparse.Namespace) -> int:
-    from magnet_jax.train.cli import start_distributed
+    from magnet_jax.train.cli import exit_code, start_distributed
     start_distributed(args)
     config = load_codec_train_config(args.config, args.overrides)
     from magnet_jax.codec.training.loop import train_codec
-    from magnet_jax.train.checkpointing import CheckpointMismatch
+    from magnet_jax.train.checkpointing import CheckpointMismatch, NoIntactCheckpoint
     from magnet_jax.train.loop import NonFiniteError
     try:
         summary = train_codec(config, args.workdir)
     except (CheckpointMismatch, FileNotFoundError, ValueError) as err:
         raise UserError(str(err)) from None
-    except NonFiniteError as err:
+    except (NonFiniteError, NoIntactCheckpoint) as err:
         print(f"magnet-jax train-codec: {err}", file=sys.stderr)
-        return 3
+        return EXIT_FAILED
     summary.pop("state", None)
     import jax
     if jax.process_index() == 0:
         print(json.dumps(summary, default=str))
-    return 0
+    return exit_code(summary)
 
 
 def run_eval_codec(args: argparse.Namespace) -> int:
