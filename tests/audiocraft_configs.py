@@ -74,6 +74,30 @@ MAGNET_FAMILIES: dict[str, Family] = {f.name: f for f in (
 )}
 
 
+# audiocraft/grids/musicgen/musicgen_base_32khz.py, musicgen_melody_32khz.py and
+# musicgen_stereo_finetune_32khz.py (for the MusicGen issue; the MAGNeT converter refuses them).
+_MG = dict(solver="musicgen/musicgen_base_32khz", dset="internal/music_400k_32khz", segment_duration=30,
+           sample_rate=32000, t5="t5-base", t5_width=768, kind="musicgen")
+_ADAM = ("optim.optimizer=adamw", "optim.lr=1e-4")
+_LARGE = ("model/lm/model_scale=large", "classifier_free_guidance.training_dropout=0.2",
+          "conditioners.description.t5.word_dropout=0.2", *_ADAM, "optim.max_norm=3")
+_LARGE_SIZE = dict(dim=2048, num_heads=32, num_layers=48)
+_STEREO = ("codebooks_pattern.delay.delays=[0,0,1,1,2,2,3,3]", "transformer_lm.n_q=8",
+           "interleave_stereo_codebooks.use=true", "channels=2")
+MUSICGEN_FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("facebook/musicgen-small", grid=_FSDP, **_SMALL, **_MG),
+    Family("facebook/musicgen-medium", grid=_FSDP + _MEDIUM + _ADAM, **_MEDIUM_SIZE, **_MG),
+    Family("facebook/musicgen-large", grid=_FSDP + _LARGE, **_LARGE_SIZE, **_MG),
+    Family("facebook/musicgen-melody", grid=_FSDP + _MEDIUM + _ADAM, **_MEDIUM_SIZE,
+           **dict(_MG, solver="musicgen/musicgen_melody_32khz")),
+    Family("facebook/musicgen-stereo-small", grid=_FSDP + _STEREO, n_q=8, channels=2, **_SMALL, **_MG),
+    Family("facebook/musicgen-stereo-medium", grid=_FSDP + _STEREO + _MEDIUM + _ADAM, n_q=8, channels=2,
+           **_MEDIUM_SIZE, **_MG),
+    Family("facebook/musicgen-stereo-large", grid=_FSDP + _STEREO + _LARGE, n_q=8, channels=2,
+           **_LARGE_SIZE, **_MG),
+)}
+
+
 def config_dir() -> Path:
     """audiocraft 1.3.0's ``config/`` tree (fails in CI, skips elsewhere, when there is none)."""
     here = Path(__file__).resolve().parents[1]

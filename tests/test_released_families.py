@@ -21,7 +21,7 @@ import pytest
 import soundfile
 
 import reference
-from audiocraft_configs import MAGNET_FAMILIES, family_xp, to_yaml
+from audiocraft_configs import MAGNET_FAMILIES, MUSICGEN_FAMILIES, family_xp, to_yaml
 from family_reference import (assert_greedy_parity, build_family_export, build_reference_lm, reference_generate_recorded,
                               reference_model)
 from magnet_jax import xp_cfg
@@ -48,6 +48,24 @@ def test_composed_config_holds_what_a_released_file_holds(name):
     assert xp["sample_rate"] == family.sample_rate
     assert xp["conditioners"]["description"]["t5"]["name"] == family.t5
     assert (lm["dim"], lm["num_heads"], lm["num_layers"]) == (family.dim, family.num_heads, family.num_layers)
+
+
+@pytest.mark.parametrize("name", list(MUSICGEN_FAMILIES))
+def test_musicgen_configs_compose_and_the_magnet_converter_refuses_them_by_name(name):
+    """MusicGen's composed configs (delay pattern, causal, 8 codebooks for stereo; melody prepends
+    its conditions instead of cross-attending) are refused as MusicGen, not misread as MAGNeT."""
+    from magnet_jax.lm.convert import CheckpointError
+    family = MUSICGEN_FAMILIES[name]
+    xp = xp_cfg.parse(to_yaml(family_xp(family)))
+    lm = xp["transformer_lm"]
+    assert xp["lm_model"] == "transformer_lm" and xp["codebooks_pattern"]["modeling"] == "delay"
+    assert (lm["dim"], lm["num_heads"], lm["num_layers"], lm["n_q"]) == (
+        family.dim, family.num_heads, family.num_layers, family.n_q)
+    assert xp["codebooks_pattern"]["delay"]["delays"] == ([0, 0, 1, 1, 2, 2, 3, 3] if family.n_q == 8 else [0, 1, 2, 3])
+    assert lm["causal"] and xp["channels"] == family.channels
+    assert xp["fuser"]["cross"] == ([] if "melody" in name else ["description"])
+    with pytest.raises(CheckpointError, match="lm_model='transformer_lm': a MusicGen / AudioGen"):
+        lm_config_from_xp(xp, frame_rate=50)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
