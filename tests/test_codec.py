@@ -117,9 +117,10 @@ def test_shapes_any_length_multichannel():
         assert int(codes.min()) >= 0 and int(codes.max()) < 64
         out = runner.decode(codes)
         assert out.shape == (3, 2, codes.shape[-1] * 24) and out.dtype == jnp.float32
-        # batch rows are independent: equal inputs give equal outputs whatever their neighbours
+        # batch rows are independent: equal inputs give equal outputs whatever their neighbours (to
+        # float rounding: rows in different vector lanes differed by 6e-8 on an AMD EPYC)
         np.testing.assert_array_equal(codes[2], codes[0])
-        np.testing.assert_array_equal(out[2], out[0])
+        np.testing.assert_allclose(out[2], out[0], rtol=0, atol=1e-6)
 
 
 def test_input_errors(tiny):

@@ -243,14 +243,19 @@ def test_a_few_hundred_steps_reduce_the_mel_distance(micro):
         state = trainer.kmeans_step(state, jnp.asarray(clips[:16].reshape(4, 4, 1, N)))
         start = float(mel(trainer.reconstruct(state["gen"], held_out, 2), held_out))
         rng = np.random.default_rng(0)
-        for _ in range(250):
+        late = []
+        for i in range(1, 401):
             state, m = trainer.train_step(state, jnp.asarray(clips[rng.integers(64, size=4)]), np.float32(0.0))
-        end = float(mel(trainer.reconstruct(jax.tree.map(np.asarray, state["gen"]), held_out, 2), held_out))
+            if i in (350, 375, 400):
+                late.append(float(mel(trainer.reconstruct(jax.tree.map(np.asarray, state["gen"]), held_out, 2),
+                                      held_out)))
     assert int(m["nonfinite_total"]) == 0
-    # Measured 4.21 -> 2.92 on one install and 4.21 -> 3.44 on another (same seeds and code: 250
-    # Adam steps amplify the CPU's floating-point differences). A step that does not learn leaves
-    # the distance at or above the start, so 0.9 still tells learning from no learning.
-    assert end < 0.9 * start, (start, end)
+    # The held-out distance of this 2-filter codec is noisy from step to step (measured on an AMD
+    # EPYC: 4.21 at the start, 4.60 at step 250, 2.72 / 2.04 / 1.20 at steps 350 / 375 / 400; an
+    # AVX-512 install measured 2.92 and 3.44 at step 250): 400 Adam steps amplify the CPU's
+    # floating-point differences. A step that does not learn stays at or above the start, so the
+    # mean of the last three evaluations below 0.8 of the start tells learning from no learning.
+    assert np.mean(late) < 0.8 * start, (start, late)
 
 
 @pytest.mark.parametrize("width,taps,stride,dilation", [(257, 9, 2, 1), (129, 9, 2, 2), (33, 9, 2, 4), (20, 4, 3, 1)])

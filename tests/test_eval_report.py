@@ -150,8 +150,9 @@ def test_eval_writes_the_report_and_its_numbers_check_out(tiny_model, tmp_path, 
     # the codec ceiling: the same clips through the model's own codec (4 codebooks), then the analysers
     coded = tiny_model.decode(tiny_model.codec.encode(np.stack(real)[:, None].astype(np.float32), n_q=4))
     through = A.analyse_batch(list(np.asarray(coded)[:, 0, :samples]), 16000)
-    for row, d in zip(report["prompts"], through):
-        assert row["real_through_codec"] == pytest.approx(d.to_dict())
+    for row, d in zip(report["prompts"], through):   # the runner's codec batch is another shape: the
+        # CPU's vector code rounds the audio differently (seen: beat steadiness 4e-6 apart on an AMD EPYC)
+        assert row["real_through_codec"] == pytest.approx(d.to_dict(), rel=1e-4, abs=1e-6)
     for name, row in report["accuracy"].items():
         rule = R.RULES[name][2]
         assert row["ceiling"] == pytest.approx(np.mean([rule(a, d) for a, d in zip(attrs, direct)]))
