@@ -27,7 +27,7 @@ import numpy as np
 
 import reference
 from audiocraft_configs import Family, compose, family_xp, shrink
-from pipeline_reference import REDIRECT_NAME, hf_encodec_folder, local_hf_codec, local_t5
+from pipeline_reference import REDIRECT_NAME, hf_encodec_folder, local_hf_codec, local_t5, randomize_codec, randomize_lm
 from text_fixtures import t5_folder
 
 
@@ -55,16 +55,6 @@ def trusting_torch_load():
         torch.load = saved
 
 
-def _randomize(module, prefixes: Sequence[str] = ("norm", "output_proj.bias")) -> None:
-    """LayerNorm affines and the text projection's bias away from their init, so a port that
-    drops them cannot pass."""
-    import torch
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if any(tag in name for tag in prefixes):
-                p.add_(0.1 * torch.randn_like(p))
-
-
 def _export_codec(folder: Path, family: Family, card: int, n_q: int, seed: int) -> Path | None:
     """compression_state_dict.bin as the family's release holds it (``card`` codes in ``n_q``
     codebooks, the LM's); the HF folder for a redirect."""
@@ -82,9 +72,7 @@ def _export_codec(folder: Path, family: Family, card: int, n_q: int, seed: int) 
     xp.device = "cpu"
     torch.manual_seed(seed)
     codec = builders.get_compression_model(xp).eval()
-    with torch.no_grad():
-        for layer in codec.quantizer.vq.layers:          # k-means init leaves the codebooks zero
-            layer._codebook.embed.normal_()
+    randomize_codec(codec)
     xp.device = "cuda"                                  # as the training run recorded it
     _save_and_export(export.export_encodec, {"best_state": {"model": codec.state_dict()}, "xp.cfg": xp},
                      target)
@@ -137,7 +125,7 @@ def build_family_export(folder: Path, family: Family, overrides: Sequence[str] =
     t5 = t5_folder(family.t5)
     torch.manual_seed(seed)
     lm = build_reference_lm(xp, family)
-    _randomize(lm)
+    randomize_lm(lm)
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in lm.state_dict().items()}
     _save_and_export(export.export_lm, {"best_state": {"model": state}, "fsdp_best_state": None, "xp.cfg": xp},
                      folder / "state_dict.bin")

@@ -94,7 +94,7 @@ def local_t5(folder: Path, name: str = T5_NAME):
         conditioners.T5Conditioner.MODELS_DIMS[name] = saved_dim
 
 
-def _randomize_codec(model) -> None:
+def randomize_codec(model) -> None:
     """Random codebooks (kmeans init leaves them zero) and weight-norm scales away from ||v||."""
     import torch
     with torch.no_grad():
@@ -105,7 +105,7 @@ def _randomize_codec(model) -> None:
                 p.mul_(torch.empty_like(p).uniform_(0.5, 1.5))
 
 
-def _randomize_lm(lm) -> None:
+def randomize_lm(lm) -> None:
     """LayerNorm affines and the text projection's bias away from their init, so a port that
     drops them cannot pass."""
     import torch
@@ -126,7 +126,7 @@ def build_reference_folder(folder: Path, t5: Path, shape: RefPipelineShape = Ref
     codec_cfg = codec_xp(shape)
     codec_cfg.device = "cpu"
     codec = builders.get_compression_model(codec_cfg).eval()
-    _randomize_codec(codec)
+    randomize_codec(codec)
     codec_cfg.device = "cuda"                   # as the training run recorded it
     torch.save({"best_state": codec.state_dict(), "xp.cfg": OmegaConf.to_yaml(codec_cfg), "version": "1.3.0",
                 "exported": True}, folder / "compression_state_dict.bin")
@@ -138,7 +138,7 @@ def build_reference_folder(folder: Path, t5: Path, shape: RefPipelineShape = Ref
     build_cfg.transformer_lm.span_len = shape.lm.span_len
     with local_t5(t5):
         lm = builders.get_lm_model(build_cfg).eval()
-    _randomize_lm(lm)
+    randomize_lm(lm)
     state = {k: v.half() for k, v in lm.state_dict().items()}   # released exports are fp16
     torch.save({"best_state": state, "xp.cfg": OmegaConf.to_yaml(OmegaConf.create(xp)),
                 "version": "1.3.0", "exported": True}, folder / "state_dict.bin")
