@@ -64,7 +64,7 @@ def build_folder(args, root: Path):
 
 
 def bench_ours(args, folder: Path, t5: Path, cache: Path, params: dict) -> dict:
-    from magnet_jax.pipeline import MAGNeT
+    from magnet_jax.models import MAGNeT
     load_first = _timed(lambda: MAGNeT.from_pretrained(folder, text_encoder=t5, cache_dir=cache))
     t0 = time.perf_counter()
     model = MAGNeT.from_pretrained(folder, text_encoder=t5, cache_dir=cache, compute_dtype=args.dtype)

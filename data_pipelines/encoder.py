@@ -85,7 +85,7 @@ class CodecEncoder:
         from magnet_jax.codec import Encodec, codec_config
 
         if weights:
-            from magnet_jax.codec.convert import load_codec
+            from magnet_jax.models import load_codec_weights as load_codec
 
             _, model = load_codec(weights)
             name = f"{weights}"

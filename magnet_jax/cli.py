@@ -79,7 +79,7 @@ def finite_float(text: str) -> float:
 
 def seed_value(text: str) -> int:
     """A seed: an integer in [0, 2**64). Seeds from 2**32 on reach JAX through
-    ``magnet_jax.pipeline.seed_key`` (jax.random.key would drop their high bits)."""
+    ``magnet_jax.seeds.seed_key`` (jax.random.key would drop their high bits)."""
     try:
         value = int(text, 0)
     except ValueError:

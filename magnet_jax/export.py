@@ -3,7 +3,7 @@
 ``magnet-jax train`` and ``magnet-jax train-codec`` leave workdirs of orbax train states (params,
 optimizer, EMA, data position). ``export_trained`` takes the latest (or a chosen) checkpoint of
 each and writes the same converted layout a released checkpoint is converted into
-(``pipeline.convert``): ``lm/`` (config + params), ``codec/``, ``text/`` (the text projection,
+(``models.convert``): ``lm/`` (config + params), ``codec/``, ``text/`` (the text projection,
 torch layout) and ``magnet.json`` (configs, text settings, provenance). The text encoder itself
 is not copied: it is named (``minilm`` or a T5 hub name / folder) and loaded from its own
 package at load time, as for the released models.
@@ -94,7 +94,9 @@ def export_trained(lm_workdir: str | Path, codec_workdir: str | Path, out: str |
     """
     from magnet_jax.lm.checkpoint import save_lm
     from magnet_jax.lm.convert import build_lm
-    from magnet_jax.pipeline import FORMAT, PipelineError, _check_compatible, _write_converted
+    from magnet_jax.models.conversion import _check_compatible, _write_converted
+    from magnet_jax.models.errors import PipelineError
+    from magnet_jax.models.sources import FORMAT
 
     config, params, step = restore_lm_params(lm_workdir, step, use_ema)
     lm_cfg = LMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["lm"].items()})
@@ -129,7 +131,7 @@ def _codec_of(source: str | Path, codec_step: int | None):
     one that tokenized the LM's data when it came from ``tokenize --codec-weights FOLDER``."""
     from magnet_jax.train.checkpointing import DamagedCheckpoint
     from magnet_jax.codec.training.evaluation_run import trained_codec
-    from magnet_jax.pipeline import META_FILE, PipelineError, load_converted_codec
+    from magnet_jax.models import META_FILE, PipelineError, load_converted_codec
 
     try:
         if (Path(source) / META_FILE).is_file():

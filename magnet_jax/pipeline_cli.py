@@ -156,14 +156,14 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 def load_model(args: argparse.Namespace, mesh="auto", compute_dtype: str = "float32"):
     """MAGNeT.from_pretrained with the command line's options; errors become one-line UserErrors."""
     from magnet_jax.cli import UserError
-    from magnet_jax.pipeline import MAGNeT, PipelineError, no_model_message
+    from magnet_jax.models import MAGNeT, PipelineError, no_model_message
     from magnet_jax.text import ModelFilesError
     try:
         from magnet_jax.codec.convert import CheckpointError as CodecCheckpointError
         from magnet_jax.lm.convert import CheckpointError as LMCheckpointError
         if args.model is None:
-            from magnet_jax import pipeline
-            if pipeline.DEFAULT_MODEL is None:
+            from magnet_jax.models import sources
+            if sources.DEFAULT_MODEL is None:
                 raise UserError(no_model_message().replace("no model given", "no --model given"))
         return MAGNeT.from_pretrained(args.model, text_encoder=args.text_encoder, codec=args.codec,
                                       cache_dir=args.cache_dir, mesh=mesh, compute_dtype=compute_dtype,
@@ -174,7 +174,7 @@ def load_model(args: argparse.Namespace, mesh="auto", compute_dtype: str = "floa
 
 def run_generate(args: argparse.Namespace) -> int:
     from magnet_jax.cli import UserError
-    from magnet_jax.pipeline import PipelineError
+    from magnet_jax.models import PipelineError
     prompts = read_prompts(args)
     params = sampler_params(args)
     prepare_out(Path(args.out), prompts)
@@ -284,7 +284,7 @@ def plot_spectrogram(audio: np.ndarray, sample_rate: int, path: Path, title: str
 
 def run_convert(args: argparse.Namespace) -> int:
     from magnet_jax.cli import UserError
-    from magnet_jax.pipeline import PipelineError, convert, no_model_message
+    from magnet_jax.models import PipelineError, convert, no_model_message
     from magnet_jax.text import ModelFilesError
     from magnet_jax.codec.convert import CheckpointError as CodecCheckpointError
     from magnet_jax.lm.convert import CheckpointError as LMCheckpointError

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from magnet_jax.eval import analysers as A
 from magnet_jax.eval.prompts import heldout_prompts, load_prompts
 from magnet_jax.eval.runner import codec_round_trip, render_real
-from magnet_jax.pipeline import MAGNeT
+from magnet_jax.models import MAGNeT
 
 
 def steadiness(clips: np.ndarray, sample_rate: int) -> list[float]:

@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from magnet_jax import pipeline
+from magnet_jax.models import sources
 from magnet_jax.export import folder_size_mb
 
-FOLDER = pipeline.DEFAULT_MODEL_DIR
+FOLDER = sources.DEFAULT_MODEL_DIR
 MAX_MB = 40.0
 
 
 def test_the_default_model_ships_small_with_its_card():
-    assert pipeline.DEFAULT_MODEL == str(FOLDER), f"no model in {FOLDER} (scripts/train_default_model.sh makes it)"
+    assert sources.DEFAULT_MODEL == str(FOLDER), f"no model in {FOLDER} (scripts/train_default_model.sh makes it)"
     assert folder_size_mb(FOLDER) <= MAX_MB
     meta = json.loads((FOLDER / "magnet.json").read_text())
     card = (FOLDER / "MODEL_CARD.md").read_text()
@@ -60,7 +60,7 @@ def test_its_codec_loads_for_tokenizing(tmp_path):
     import jax.numpy as jnp
 
     from data_pipelines import synth
-    from magnet_jax.codec.convert import load_codec
+    from magnet_jax.models import load_codec_weights as load_codec
     from magnet_jax.eval.analysers import chroma_cosine
 
     cfg, codec = load_codec(FOLDER)

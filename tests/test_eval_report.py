@@ -74,7 +74,7 @@ def tiny_model():
     from magnet_jax.codec import Encodec, codec_config
     from magnet_jax.lm.config import LMConfig
     from magnet_jax.lm.model import MagnetLM
-    from magnet_jax.pipeline import MAGNeT
+    from magnet_jax.models import MAGNeT
     from magnet_jax.text import Conditioner
     codec = Encodec(codec_config("encodec_16khz", n_filters=4, dimension=8, lstm=0, n_q=4, bins=32), rngs=nnx.Rngs(0))
     lm = MagnetLM(LMConfig(dim=16, num_heads=2, num_layers=1, ffn_dim=32, n_q=4, card=32, frame_rate=50,
@@ -102,11 +102,11 @@ def _run(argv, capsys):
 
 
 def test_eval_writes_the_report_and_its_numbers_check_out(tiny_model, tmp_path, capsys, monkeypatch):
-    from magnet_jax import pipeline
+    from magnet_jax.models import MAGNeT, sources
     # no --model: the shipped default, stood in for by the tiny model
-    monkeypatch.setattr(pipeline, "DEFAULT_MODEL", "tiny-default")
+    monkeypatch.setattr(sources, "DEFAULT_MODEL", "tiny-default")
     calls = []
-    monkeypatch.setattr(pipeline.MAGNeT, "from_pretrained",
+    monkeypatch.setattr(MAGNeT, "from_pretrained",
                         classmethod(lambda cls, name=None, **kw: calls.append(name) or tiny_model))
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("\n".join(json.dumps(p) for p in PROMPTS) + "\n")
@@ -186,8 +186,8 @@ def _error(argv, capsys) -> str:
 
 
 def test_bad_command_lines_are_one_line_errors(tmp_path, capsys, monkeypatch):
-    from magnet_jax import pipeline
-    monkeypatch.setattr(pipeline, "DEFAULT_MODEL", None)
+    from magnet_jax.models import sources
+    monkeypatch.setattr(sources, "DEFAULT_MODEL", None)
     out = ["--out", str(tmp_path / "out")]
     (tmp_path / "empty.jsonl").write_text("\n")
     assert "holds no prompts" in _error(["eval", "--prompts", str(tmp_path / "empty.jsonl"), *out], capsys)

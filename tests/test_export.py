@@ -16,7 +16,7 @@ from flax import nnx
 from magnet_jax.cli import run
 from magnet_jax.config_loader import load_config
 from magnet_jax.export import ExportError, export_trained, restore_lm_params
-from magnet_jax.pipeline import MAGNeT
+from magnet_jax.models import MAGNeT
 from magnet_jax.train.data import pattern_codes, write_token_dataset
 from magnet_jax.train.loop import train
 

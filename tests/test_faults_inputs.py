@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import soundfile
 
-from magnet_jax import cli, pipeline
+from magnet_jax import cli
+from magnet_jax import models as pipeline
+from magnet_jax.models import sources
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_default_model = pytest.mark.skipif(pipeline.DEFAULT_MODEL is None, reason="the shipped model is missing")
+needs_default_model = pytest.mark.skipif(sources.DEFAULT_MODEL is None, reason="the shipped model is missing")
 
 
 def run(argv: list[str], capsys) -> tuple[int, str]:

@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from magnet_jax import integrity, pipeline, pipeline_cli
+from magnet_jax import integrity, pipeline_cli
+from magnet_jax.models import conversion, loading, sources
 from magnet_jax.cli import UserError, build_parser, run
 
-FOLDER = pipeline.DEFAULT_MODEL_DIR
+FOLDER = sources.DEFAULT_MODEL_DIR
 PROMPT = "an organ playing an arpeggio in D minor"
 
 
@@ -92,10 +93,10 @@ def test_the_writer_of_convert_and_export_seals_the_folder_last(tmp_path):
     """``_write_converted`` (``convert``, ``export`` and the conversion cache) writes the manifest
     after every other file: it lists them all and verifies."""
     from magnet_jax.lm.checkpoint import load_lm, save_lm
-    meta = json.loads((FOLDER / pipeline.META_FILE).read_text())
-    _, codec = pipeline.load_converted_codec(FOLDER)
-    text = pipeline._restore(FOLDER / "text")
-    out = pipeline._write_converted(tmp_path / "again", meta, load_lm(FOLDER / "lm"), codec, text, save_lm)
+    meta = json.loads((FOLDER / sources.META_FILE).read_text())
+    _, codec = loading.load_converted_codec(FOLDER)
+    text = loading._restore(FOLDER / "text")
+    out = conversion._write_converted(tmp_path / "again", meta, load_lm(FOLDER / "lm"), codec, text, save_lm)
     listed = json.loads((out / integrity.MANIFEST_FILE).read_text())["files"]
     on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert set(listed) == on_disk - {integrity.MANIFEST_FILE}

@@ -17,7 +17,7 @@ import reference
 from pipeline_reference import (RefPipelineShape, build_redirect_folder, conversion_cache, exported_folder,
                                 hf_codec_folder, reference_generate, reference_magnet)
 from text_fixtures import t5_folder
-from magnet_jax.pipeline import MAGNeT, Generation
+from magnet_jax.models import MAGNeT, Generation
 
 AUDIO_ATOL = 1e-3
 SHAPE = RefPipelineShape()
@@ -144,7 +144,7 @@ def test_fixed_size_batches_and_sharding_change_nothing(ours):
 def test_bad_api_inputs_are_clear_errors(ours):
     """Each refused before any compile, with a message that names the problem (a 1 s prompt is
     exactly the 48 frames the model generates, so nothing would be left to generate)."""
-    from magnet_jax.pipeline import PipelineError
+    from magnet_jax.models import PipelineError
     cases = [
         (lambda: ours.generate([]), "no descriptions given"),
         (lambda: ours.generate(["a", 3]), "must be strings or None"),
@@ -166,9 +166,8 @@ def test_bad_api_inputs_are_clear_errors(ours):
 
 def test_missing_names_and_files_are_clear_errors(tmp_path, monkeypatch):
     import shutil
-    from magnet_jax.pipeline import ModelNotFoundError, cache_folder, locate
-    from magnet_jax import pipeline
-    monkeypatch.setattr(pipeline, "DEFAULT_MODEL", None)          # as if the shipped folder were gone
+    from magnet_jax.models import ModelNotFoundError, cache_folder, locate, sources
+    monkeypatch.setattr(sources, "DEFAULT_MODEL", None)          # as if the shipped folder were gone
     with pytest.raises(ModelNotFoundError, match="no model given and the default model is missing"):
         MAGNeT.from_pretrained(None)
     with pytest.raises(ModelNotFoundError, match="unknown model 'facebook/magnet-large'.*magnet-small-10secs"):
@@ -200,7 +199,7 @@ def test_codec_redirect_matches_audiocraft(ours, folder, cache, tmp_path, monkey
     one `ours` loaded, so its compiled sampler gives the tokens; the redirect model decodes them.)"""
     import huggingface_hub.constants
     from flax import nnx
-    from magnet_jax.pipeline import ModelNotFoundError
+    from magnet_jax.models import ModelNotFoundError
     hf = hf_codec_folder(tmp_path / "encodec_32khz")
     redirect = build_redirect_folder(tmp_path / "released_layout", folder)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty_hub_cache"))

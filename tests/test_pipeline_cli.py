@@ -17,7 +17,8 @@ import reference
 from pipeline_reference import (RefPipelineShape, conversion_cache, exported_folder, reference_generate,
                                 reference_magnet)
 from text_fixtures import t5_folder
-from magnet_jax import pipeline
+from magnet_jax import models as pipeline
+from magnet_jax.models import sources
 from magnet_jax.pipeline_cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,8 +125,7 @@ def test_bad_command_lines_are_one_line_errors(folder, tmp_path, capsys, monkeyp
     out = ["--out", str(tmp_path / "out")]
     model = ["--model", str(folder), "--cache-dir", str(conversion_cache()), "--text-encoder", str(t5_folder("t5"))]
     _converted(folder)
-    from magnet_jax import pipeline
-    monkeypatch.setattr(pipeline, "DEFAULT_MODEL", None)          # as if the shipped folder were gone
+    monkeypatch.setattr(sources, "DEFAULT_MODEL", None)          # as if the shipped folder were gone
     assert "no --model given" in _error(["generate", "--prompt", "x", *out], capsys)
     assert "no --model given" in _error(["convert", *out], capsys)
     assert "unknown model 'facebook/magnet-large'" in _error(

@@ -38,7 +38,8 @@ def _runner(args):
     from flax import nnx
     from magnet_jax.cli import UserError
     from magnet_jax.codec import Encodec
-    from magnet_jax.codec.convert import CheckpointError, load_codec
+    from magnet_jax.codec.convert import CheckpointError
+    from magnet_jax.models import load_codec_weights as load_codec
     from magnet_jax.codec.runner import CodecRunner
     if args.checkpoint:
         try:

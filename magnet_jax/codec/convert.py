@@ -320,13 +320,10 @@ def load_audiocraft_codec(path: str | os.PathLike, *, hf_folder: str | os.PathLi
 
 
 def load_codec(path: str | os.PathLike, **kwargs: Any) -> tuple[EncodecConfig, Encodec]:
-    """Load any kind: a train-codec workdir (config.json + checkpoints/), a converted model folder
-    (magnet.json, e.g. the shipped default model), a Hugging Face folder (has config.json) or an
-    audiocraft export."""
+    """Load any codec-level kind: a train-codec workdir (config.json + checkpoints/), a Hugging Face
+    folder (has config.json) or an audiocraft export. (A converted model folder's codec is read by
+    ``magnet_jax.models.load_codec_weights``, which also takes everything this takes.)"""
     path = Path(path)
-    if path.is_dir() and (path / "magnet.json").is_file():
-        from magnet_jax.pipeline import load_converted_codec
-        return load_converted_codec(path)
     if path.is_dir() and (path / "checkpoints").is_dir() and (path / "config.json").is_file():
         from magnet_jax.codec.training.evaluation_run import trained_codec
         return trained_codec(path)

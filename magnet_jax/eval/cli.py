@@ -104,7 +104,7 @@ def _embedders(specs: list[str]) -> list:
 def run_eval(args: argparse.Namespace) -> int:
     from magnet_jax.cli import UserError, writable_folder
     from magnet_jax.eval.runner import evaluate
-    from magnet_jax.pipeline import PipelineError
+    from magnet_jax.models import PipelineError
     from magnet_jax.pipeline_cli import load_model, sampler_params
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")

@@ -95,7 +95,7 @@ def evaluate(model, prompts: Sequence[Prompt], out: str | Path, *, seed: int = 0
              embedders: Sequence[F.Embedder] = (), prompts_file: str = "", progress: bool = True,
              **sampler_params: Any) -> dict:
     """Generate, analyse and score; writes report.json, report.md, the plots and the WAVs into
-    ``out`` and returns the report. ``model``: a ``magnet_jax.pipeline.MAGNeT``."""
+    ``out`` and returns the report. ``model``: a ``magnet_jax.models.MAGNeT``."""
     out = Path(out)
     prompts = list(prompts)
     timings = {}
