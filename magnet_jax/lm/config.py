@@ -1,7 +1,10 @@
-"""The MAGNeT LM's hyperparameters, as one frozen dataclass.
+"""The token LMs' hyperparameters, as frozen dataclasses.
 
-Field names follow audiocraft's ``transformer_lm`` config (dim, num_heads, num_layers, n_q, card,
-subcodes_context, span_len) so that a released checkpoint's ``xp.cfg`` maps onto it 1:1
+``TokenLMConfig`` holds what every codebook LM here shares (the transformer, the codebook tables,
+positions, dtype): MAGNeT's ``LMConfig`` adds its restricted context and span length, MusicGen's
+``MusicGenConfig`` (``magnet_jax.lm.musicgen``) its codebook delays. Field names follow
+audiocraft's ``transformer_lm`` config (dim, num_heads, num_layers, n_q, card, subcodes_context,
+span_len) so that a released checkpoint's ``xp.cfg`` maps onto them 1:1
 (see ``magnet_jax.lm.convert.lm_config_from_xp``).
 """
 from __future__ import annotations
@@ -14,15 +17,14 @@ POSITIONAL_EMBEDDINGS = ("sin", "rope", "sin_rope")
 
 
 @dataclasses.dataclass(frozen=True)
-class LMConfig:
+class TokenLMConfig:
+    """K codebook embeddings (card + 1 rows), a pre-norm transformer, K heads of card logits."""
     dim: int = 1024                 # transformer width D
     num_heads: int = 16
     num_layers: int = 24
     ffn_dim: int = 4096             # hidden_scale * dim in audiocraft
     n_q: int = 4                    # codebooks (= stages)
-    card: int = 2048                # codebook size; the mask token id is `card`
-    subcodes_context: int = 5       # band half-width for stages > 0; -1 = unrestricted
-    span_len: int = 3               # masking span length L (training and decoding)
+    card: int = 2048                # codebook size; the extra token id is `card`
     frame_rate: int = 50            # codec frames per second
     segment_duration: float = 10.0  # seconds; sequence length T = frame_rate * segment_duration
     positional_embedding: str = "sin"  # "sin" (MAGNeT), "rope" or "sin_rope" (audiocraft's options)
@@ -64,20 +66,22 @@ class LMConfig:
         ZeroDivisionError here or a shape error deep inside JAX."""
         from magnet_jax.config_loader import check_finite
         check_finite(self, "lm")
-        for name in ("dim", "num_heads", "num_layers", "ffn_dim", "n_q", "span_len", "frame_rate"):
+        for name in ("dim", "num_heads", "num_layers", "ffn_dim", "n_q", "frame_rate"):
             if getattr(self, name) < 1:
                 raise ValueError(f"lm.{name} must be >= 1, got {getattr(self, name)}")
-        if self.subcodes_context < -1:
-            raise ValueError(f"lm.subcodes_context must be >= 0, or -1 for unrestricted, got {self.subcodes_context}")
+        self._check_family()
         if self.segment_duration <= 0 or self.sequence_len < 1:
             raise ValueError(f"lm.segment_duration {self.segment_duration} gives {self.sequence_len} frames at "
                              f"lm.frame_rate {self.frame_rate}; need at least one frame")
         if self.max_period <= 0 or self.norm_eps <= 0:
             raise ValueError(f"lm.max_period and lm.norm_eps must be > 0, got {self.max_period}, {self.norm_eps}")
 
+    def _check_family(self) -> None:
+        """The checks of a family's own fields (a subclass's)."""
+
     @property
     def mask_id(self) -> int:
-        """The special token that marks a masked position (one extra embedding row)."""
+        """The extra token (one more embedding row): MAGNeT's mask, MusicGen's not-yet-generated."""
         return self.card
 
     @property
@@ -113,5 +117,18 @@ class LMConfig:
     def dtype(self) -> jnp.dtype:
         return jnp.dtype(self.compute_dtype)
 
-    def replace(self, **changes) -> "LMConfig":
+    def replace(self, **changes):
         return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class LMConfig(TokenLMConfig):
+    """MAGNeT: every codebook decoded in parallel, a stage per codebook."""
+    subcodes_context: int = 5       # band half-width for stages > 0; -1 = unrestricted
+    span_len: int = 3               # masking span length L (training and decoding)
+
+    def _check_family(self) -> None:
+        if self.span_len < 1:
+            raise ValueError(f"lm.span_len must be >= 1, got {self.span_len}")
+        if self.subcodes_context < -1:
+            raise ValueError(f"lm.subcodes_context must be >= 0, or -1 for unrestricted, got {self.subcodes_context}")

@@ -1,4 +1,7 @@
-"""The MAGNeT language model: K codebook embeddings, a pre-norm transformer, K output heads.
+"""The codebook LMs' shared body, and the MAGNeT language model.
+
+``CodebookLM`` holds what MAGNeT and MusicGen (``magnet_jax.lm.musicgen``) share, in one place:
+K codebook embeddings, a pre-norm transformer, an output norm and K heads. MAGNeT's model:
 
     x = sum_k emb[k](codes[:, k]) + sinusoidal(positions)        (mask id = card: one extra row;
                                                                   RoPE configs rotate q, k instead)
@@ -16,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from magnet_jax.lm.config import LMConfig
+from magnet_jax.lm.config import LMConfig, TokenLMConfig
 from magnet_jax.modules.attention import LocalBand, band_bias
 from magnet_jax.modules.embedding import sinusoidal_embedding
 from magnet_jax.modules.layers import LayerNorm, gaussian_std, param, truncated_normal
@@ -24,8 +27,11 @@ from magnet_jax.modules.transformer import Transformer
 from magnet_jax.train.sharding import constrain
 
 
-class MagnetLM(nnx.Module):
-    def __init__(self, cfg: LMConfig, *, rngs: nnx.Rngs):
+class CodebookLM(nnx.Module):
+    """Embeddings, transformer, out_norm and heads; the parameter names map 1:1 to audiocraft's
+    (emb.k, transformer.layers.i, out_norm, linears.k)."""
+
+    def __init__(self, cfg: TokenLMConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
         std = gaussian_std(cfg.dim)
         self.emb = param(rngs, truncated_normal(std), (cfg.n_q, cfg.card + 1, cfg.dim),
@@ -36,8 +42,9 @@ class MagnetLM(nnx.Module):
                              ("codebooks", "embed", "vocab"))
 
     # -- pieces ---------------------------------------------------------------------------
-    def embed(self, codes: jax.Array) -> jax.Array:
+    def embed(self, codes: jax.Array, offset: int | jax.Array = 0) -> jax.Array:
         """codes [B, K, T] -> summed codebook embeddings plus positions [B, T, D] (compute dtype).
+        ``offset``: the position of the first frame (a decoding step's, with a KV cache).
         With ``positional_embedding="rope"`` positions enter in self-attention instead."""
         cfg = self.cfg
         B, K, T = codes.shape
@@ -46,9 +53,33 @@ class MagnetLM(nnx.Module):
         tables = self.emb[...]
         x = sum(jnp.take(tables[k], codes[:, k], axis=0) for k in range(K))
         if cfg.uses_sin:
-            pos = sinusoidal_embedding(np.arange(T), cfg.dim, cfg.max_period)
-            x = x + cfg.sinusoid_scale * pos[None]
+            positions = np.arange(T) + offset if isinstance(offset, int) else jnp.arange(T) + offset
+            x = x + cfg.sinusoid_scale * sinusoidal_embedding(positions, cfg.dim, cfg.max_period)[None]
         return constrain(x.astype(cfg.dtype), "batch", "length", "act_embed")
+
+    def project_condition(self, cond: jax.Array | None) -> jax.Array | None:
+        """Text condition [B, S, D] (already projected and masked) -> per-layer keys/values."""
+        if cond is None:
+            return None
+        if not self.cfg.cross_attention:
+            raise ValueError("this LM was built without cross-attention; pass cond=None")
+        return self.transformer.project_cross_kv(cond.astype(self.cfg.dtype))
+
+    def stage_logits(self, hidden: jax.Array, stage: int | jax.Array) -> jax.Array:
+        """Logits of one codebook's head only: [B, T, card] in float32."""
+        w = self.linears[...][stage].astype(hidden.dtype)
+        logits = jnp.einsum("btd,dc->btc", hidden, w, preferred_element_type=jnp.float32)
+        return constrain(logits, "batch", "length", "act_vocab")
+
+    def all_logits(self, hidden: jax.Array) -> jax.Array:
+        """Every head: [B, T, D] -> logits [B, K, T, card] (float32)."""
+        w = self.linears[...].astype(hidden.dtype)
+        return jnp.einsum("btd,kdc->bktc", hidden, w, preferred_element_type=jnp.float32)
+
+
+class MagnetLM(CodebookLM):
+    """MAGNeT: stage s predicts codebook s with a band-restricted self-attention for s > 0."""
+    cfg: LMConfig
 
     def attention_bias(self, stage: int | jax.Array, length: int) -> "jax.Array | LocalBand | None":
         """The self-attention restriction of a stage: None (full) for stage 0 or
@@ -63,14 +94,6 @@ class MagnetLM(nnx.Module):
         band = band_bias(length, self.cfg.subcodes_context)
         return jnp.where(stage > 0, band, jnp.zeros_like(band))
 
-    def project_condition(self, cond: jax.Array | None) -> jax.Array | None:
-        """Text condition [B, S, D] (already projected and masked) -> per-layer keys/values."""
-        if cond is None:
-            return None
-        if not self.cfg.cross_attention:
-            raise ValueError("this LM was built without cross-attention; pass cond=None")
-        return self.transformer.project_cross_kv(cond.astype(self.cfg.dtype))
-
     def hidden(self, codes: jax.Array, stage: int | jax.Array, cross_kv: jax.Array | None,
                remat: bool = False) -> jax.Array:
         """Final normalised hidden states [B, T, D]. Rows past cross_kv's batch are null-conditioned."""
@@ -78,15 +101,7 @@ class MagnetLM(nnx.Module):
         x = self.transformer(x, self.attention_bias(stage, codes.shape[-1]), cross_kv, remat=remat)
         return self.out_norm(x)
 
-    def stage_logits(self, hidden: jax.Array, stage: int | jax.Array) -> jax.Array:
-        """Logits of one codebook's head only: [B, T, card] in float32."""
-        w = self.linears[...][stage].astype(hidden.dtype)
-        logits = jnp.einsum("btd,dc->btc", hidden, w, preferred_element_type=jnp.float32)
-        return constrain(logits, "batch", "length", "act_vocab")
-
     # -- the whole model --------------------------------------------------------------------
     def __call__(self, codes: jax.Array, stage: int | jax.Array, cond: jax.Array | None = None) -> jax.Array:
         """All heads, as audiocraft's forward: logits [B, K, T, card] (float32)."""
-        h = self.hidden(codes, stage, self.project_condition(cond))
-        w = self.linears[...].astype(h.dtype)
-        return jnp.einsum("btd,kdc->bktc", h, w, preferred_element_type=jnp.float32)
+        return self.all_logits(self.hidden(codes, stage, self.project_condition(cond)))
