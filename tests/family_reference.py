@@ -91,17 +91,18 @@ def _save_and_export(export_fn, checkpoint: dict, target: Path) -> None:
 
 def build_reference_lm(xp, family: Family, device: str = "cpu"):
     """audiocraft's ``builders.get_lm_model`` on ``xp`` after the settings
-    ``loaders.load_lm_model_magnet`` fills in (the codec's frame rate, 50 Hz for every release;
-    ``dataset.segment_duration``; ``masking.span_len``). ``device="meta"`` builds the full-size
+    ``loaders.load_lm_model_magnet`` fills in for MAGNeT (the codec's frame rate, 50 Hz for every
+    release; ``dataset.segment_duration``; ``masking.span_len``; MusicGen's loader adds none). ``device="meta"`` builds the full-size
     model without allocating its weights (shapes only)."""
     builders = reference.require("audiocraft.models.builders")
     conditioners = reference.require("audiocraft.modules.conditioners")
     from omegaconf import OmegaConf
     build = OmegaConf.create(OmegaConf.to_container(xp))
     build.device, build.dtype = device, "float32"
-    build.transformer_lm.compression_model_framerate = 50
-    build.transformer_lm.segment_duration = build.dataset.segment_duration
-    build.transformer_lm.span_len = build.masking.span_len
+    if family.kind == "magnet":
+        build.transformer_lm.compression_model_framerate = 50
+        build.transformer_lm.segment_duration = build.dataset.segment_duration
+        build.transformer_lm.span_len = build.masking.span_len
     saved = conditioners.TorchAutocast
     if device == "meta":        # T5Conditioner's autocast refuses the meta device; nothing runs here
         conditioners.TorchAutocast = lambda *args, **kwargs: None

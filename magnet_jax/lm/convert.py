@@ -1,4 +1,4 @@
-"""Load audiocraft MAGNeT LM checkpoints (``state_dict.bin``) into ``MagnetLM``.
+"""Load audiocraft LM checkpoints (``state_dict.bin``) into ``MagnetLM`` or ``MusicGenLM``.
 
 A released folder's ``state_dict.bin`` is a torch pickle ``{'best_state': {...}, 'xp.cfg': YAML,
 'version', 'exported'}`` with fp16 weights. ``xp.cfg`` is the authority on every hyperparameter,
@@ -17,9 +17,10 @@ import numpy as np
 from flax import nnx
 
 from magnet_jax import torch_pickle, xp_cfg
-from magnet_jax.lm.config import POSITIONAL_EMBEDDINGS, LMConfig
+from magnet_jax.lm.config import POSITIONAL_EMBEDDINGS, LMConfig, TokenLMConfig
+from magnet_jax.lm.musicgen import MusicGenConfig, MusicGenLM
 from magnet_jax.modules.embedding import rope_frequencies
-from magnet_jax.lm.model import MagnetLM
+from magnet_jax.lm.model import CodebookLM, MagnetLM
 
 CONDITION_PREFIX = "condition_provider."
 
@@ -73,41 +74,63 @@ def _get(tree: Mapping, dotted: str, default: Any = None) -> Any:
         raise CheckpointError(str(err)) from err
 
 
-# Options of audiocraft's transformer that MAGNeT checkpoints never use and we do not implement:
-# (xp.cfg key, audiocraft's value when the key is absent, the value we support). The absent-key
-# values are the constructor defaults of LMModel (lm.py: norm_first False, bias_proj True),
-# StreamingTransformer(Layer) (transformer.py: bias_ff / bias_attn True, activation relu through
-# nn.TransformerEncoderLayer) and ConditionFuser: a key missing from a hand-written xp.cfg means
-# what audiocraft would build, not what we would like.
+# Options of audiocraft's transformer that the released checkpoints never use and we do not
+# implement: (xp.cfg key, audiocraft's value when the key is absent, the value we support). The
+# absent-key values are the constructor defaults of LMModel (lm.py: norm_first False, bias_proj
+# True), StreamingTransformer(Layer) (transformer.py: bias_ff / bias_attn True, activation relu
+# through nn.TransformerEncoderLayer) and ConditionFuser: a key missing from a hand-written xp.cfg
+# means what audiocraft would build, not what we would like.
 _SUPPORTED = (
     ("transformer_lm.norm_first", False, True), ("transformer_lm.bias_ff", True, False),
     ("transformer_lm.bias_attn", True, False), ("transformer_lm.bias_proj", True, False),
     ("transformer_lm.layer_scale", None, None), ("transformer_lm.xpos", False, False),
     ("transformer_lm.qk_layer_norm", False, False), ("transformer_lm.qk_layer_norm_cross", False, False),
     ("transformer_lm.kv_repeat", 1, 1), ("transformer_lm.norm", "layer_norm", "layer_norm"),
-    ("transformer_lm.activation", "relu", "gelu"), ("transformer_lm.causal", False, False),
-    ("fuser.cross_attention_pos_emb", False, False),
+    ("transformer_lm.activation", "relu", "gelu"), ("fuser.cross_attention_pos_emb", False, False),
 )
 MAGNET_LM = "transformer_lm_magnet"   # xp.cfg lm_model of MAGNeT (builders.get_lm_model)
+MUSICGEN_LM = "transformer_lm"        # ... of MusicGen (and AudioGen: the same LMModel)
+# per family: its lm_model, its codebook pattern, whether its attention is causal
+_FAMILIES = {"magnet": (MAGNET_LM, "parallel", False), "musicgen": (MUSICGEN_LM, "delay", True)}
 
 
-def _unsupported(xp: Mapping) -> list[str]:
+def model_kind(xp: Mapping) -> str:
+    """'magnet' or 'musicgen', from xp.cfg's lm_model (builders.get_lm_model picks the class by it)."""
+    lm_model = _get(xp, "lm_model", MAGNET_LM)
+    for kind, (name, _, _) in _FAMILIES.items():
+        if lm_model == name:
+            return kind
+    raise CheckpointError(f"xp.cfg lm_model={lm_model!r}: neither MAGNeT ({MAGNET_LM!r}) nor MusicGen "
+                          f"({MUSICGEN_LM!r}); this is not a checkpoint magnet-jax loads")
+
+
+def _unsupported(xp: Mapping, kind: str) -> list[str]:
     """Every xp.cfg choice this implementation would compute differently from audiocraft."""
+    lm_model, modeling_want, causal_want = _FAMILIES[kind]
     problems = [f"{key}={_get(xp, key, default)!r} (supported: {want!r})"
                 for key, default, want in _SUPPORTED if _get(xp, key, default) != want]
-    lm_model = _get(xp, "lm_model", MAGNET_LM)
-    if lm_model != MAGNET_LM:
-        kind = "a MusicGen / AudioGen (autoregressive) LM" if lm_model == "transformer_lm" else "not a MAGNeT LM"
-        problems.append(f"lm_model={lm_model!r}: {kind}; only {MAGNET_LM!r} checkpoints load here")
+    lm_model_here = _get(xp, "lm_model", MAGNET_LM)
+    if lm_model_here != lm_model:
+        problems.append(f"lm_model={lm_model_here!r}: a {'MusicGen / AudioGen (autoregressive)' if lm_model_here == MUSICGEN_LM else 'different'} "
+                        f"LM; this loader reads {lm_model!r} checkpoints")
+    causal = bool(_get(xp, "transformer_lm.causal", False))
+    if causal != causal_want:
+        problems.append(f"transformer_lm.causal={causal} (supported: {causal_want})")
     modeling = _get(xp, "codebooks_pattern.modeling", "parallel")
-    if modeling != "parallel":
-        problems.append(f"codebooks_pattern.modeling={modeling!r} (MAGNeT decodes codebooks in parallel: 'parallel')")
+    if modeling != modeling_want:
+        problems.append(f"codebooks_pattern.modeling={modeling!r} (supported: {modeling_want!r})")
+    if kind == "musicgen":
+        if _get(xp, "codebooks_pattern.delay.flatten_first", 0) or _get(xp, "codebooks_pattern.delay.empty_initial", 0):
+            problems.append("codebooks_pattern.delay.flatten_first / empty_initial (only 0 is supported)")
+        if _get(xp, "transformer_lm.past_context") is not None:
+            problems.append(f"transformer_lm.past_context={_get(xp, 'transformer_lm.past_context')!r} (only unlimited)")
     positional = _get(xp, "transformer_lm.positional_embedding", "sin")
     if positional not in POSITIONAL_EMBEDDINGS:
         problems.append(f"transformer_lm.positional_embedding={positional!r} (supported: {POSITIONAL_EMBEDDINGS})")
     fuse_other = [m for m in ("sum", "prepend", "input_interpolate") if _get(xp, f"fuser.{m}")]
     if fuse_other:
-        problems.append(f"fuser methods {fuse_other} (only cross-attention conditioning is supported)")
+        melody = " (musicgen-melody's chroma conditioner is not ported)" if "self_wav" in str(_get(xp, "fuser.prepend")) else ""
+        problems.append(f"fuser methods {fuse_other}{melody} (only cross-attention text conditioning is supported)")
     return problems
 
 
@@ -121,9 +144,31 @@ def _span_len(xp: Mapping) -> int:
     return int(span_len)
 
 
+def _token_lm_fields(xp: Mapping, kind: str, frame_rate: int | None) -> dict[str, Any]:
+    """The settings every codebook LM shares, derived as audiocraft's builders derive them (see
+    ``lm_config_from_xp``); refuses by name what we do not implement."""
+    problems = _unsupported(xp, kind)
+    if problems:
+        raise CheckpointError("xp.cfg uses options this implementation does not support: " + "; ".join(problems))
+    lm = _get(xp, "transformer_lm", {})
+    missing = [k for k in ("dim", "num_heads", "num_layers", "n_q", "card") if k not in lm]
+    if missing:
+        raise CheckpointError(f"xp.cfg lacks transformer_lm.{missing}: not an audiocraft LM config")
+    fuser_cross = _get(xp, "fuser.cross", []) or []
+    return dict(
+        dim=int(lm["dim"]), num_heads=int(lm["num_heads"]), num_layers=int(lm["num_layers"]),
+        ffn_dim=int(lm.get("hidden_scale", 4) * lm["dim"]), n_q=int(lm["n_q"]), card=int(lm["card"]),
+        frame_rate=int(frame_rate or lm.get("compression_model_framerate", 50)),
+        segment_duration=float(_get(xp, "dataset.segment_duration", 10)),
+        cross_attention=bool(lm.get("cross_attention", False)) or len(fuser_cross) > 0,
+        positional_embedding=str(lm.get("positional_embedding", "sin")),
+        max_period=float(lm.get("max_period", 10_000.0)),
+        positional_scale=float(lm.get("positional_scale", 1.0)))
+
+
 def lm_config_from_xp(xp: Mapping, frame_rate: int | None = None, **overrides) -> LMConfig:
-    """LMConfig from a checkpoint's xp.cfg, each setting derived as audiocraft 1.3.0 derives it
-    when it loads the checkpoint (``MAGNeT.get_pretrained`` -> ``loaders.load_lm_model_magnet`` ->
+    """LMConfig from a MAGNeT checkpoint's xp.cfg, each setting derived as audiocraft 1.3.0 derives
+    it when it loads the checkpoint (``MAGNeT.get_pretrained`` -> ``loaders.load_lm_model_magnet`` ->
     ``builders.get_lm_model`` -> ``MagnetLMModel`` / ``LMModel`` / ``StreamingTransformer``):
 
     - dim, num_heads, num_layers, n_q, card: ``transformer_lm.*`` (builders.py:90, the kwargs);
@@ -138,7 +183,7 @@ def lm_config_from_xp(xp: Mapping, frame_rate: int | None = None, **overrides) -
     - subcodes_context: ``transformer_lm.subcodes_context`` (MagnetLMModel default 5);
     - positional_embedding / max_period / positional_scale: ``transformer_lm.*`` (StreamingTransformer
       defaults sin / 10000 / 1.0); RoPE frequencies come from the checkpoint's buffers
-      (``to_params`` / ``rope_frequencies_of``), not from this config;
+      (``with_checkpoint_rope``), not from this config;
     - the codebook pattern: ``codebooks_pattern.modeling`` must be 'parallel' (builders.py:108;
       the delay / unroll keys the composed config also holds are not read by it);
     - text conditioning: ``conditioners`` and ``classifier_free_guidance`` (``text_settings_from_xp``);
@@ -148,30 +193,35 @@ def lm_config_from_xp(xp: Mapping, frame_rate: int | None = None, **overrides) -
       two_step_cfg (MAGNeT refuses it at generation), past_context (causal models only).
     ``frame_rate`` overrides the codec frame rate.
     """
-    problems = _unsupported(xp)
-    if problems:
-        raise CheckpointError("xp.cfg uses options this implementation does not support: " + "; ".join(problems))
+    model_kind(xp)
+    fields = _token_lm_fields(xp, "magnet", frame_rate)
     lm = _get(xp, "transformer_lm", {})
-    missing = [k for k in ("dim", "num_heads", "num_layers", "n_q", "card") if k not in lm]
-    if missing:
-        raise CheckpointError(f"xp.cfg lacks transformer_lm.{missing}: not a MAGNeT LM config")
-    fuser_cross = _get(xp, "fuser.cross", []) or []
-    cfg = LMConfig(
-        dim=int(lm["dim"]), num_heads=int(lm["num_heads"]), num_layers=int(lm["num_layers"]),
-        ffn_dim=int(lm.get("hidden_scale", 4) * lm["dim"]), n_q=int(lm["n_q"]), card=int(lm["card"]),
-        subcodes_context=int(lm.get("subcodes_context", 5)), span_len=_span_len(xp),
-        frame_rate=int(frame_rate or lm.get("compression_model_framerate", 50)),
-        segment_duration=float(_get(xp, "dataset.segment_duration", 10)),
-        cross_attention=bool(lm.get("cross_attention", False)) or len(fuser_cross) > 0,
-        positional_embedding=str(lm.get("positional_embedding", "sin")),
-        max_period=float(lm.get("max_period", 10_000.0)),
-        positional_scale=float(lm.get("positional_scale", 1.0)),
-    )
+    cfg = LMConfig(**fields, subcodes_context=int(lm.get("subcodes_context", 5)), span_len=_span_len(xp))
     return cfg.replace(**overrides) if overrides else cfg
 
 
+def musicgen_config_from_xp(xp: Mapping, frame_rate: int | None = None, **overrides) -> MusicGenConfig:
+    """MusicGenConfig from a MusicGen checkpoint's xp.cfg (``MusicGen.get_pretrained`` ->
+    ``loaders.load_lm_model`` -> ``builders.get_lm_model`` -> ``LMModel``): the shared settings as
+    for MAGNeT (``lm_config_from_xp``; segment_duration here is the trained length, audiocraft's
+    ``max_duration``), and the delays of ``codebooks_pattern.delay.delays`` (builders.py:108,
+    ``DelayedPatternProvider``; [0, 1, 2, 3], or [0, 0, 1, 1, 2, 2, 3, 3] for stereo), causal
+    attention without a past_context limit. ``two_step_cfg`` is a generation setting. Melody's
+    prepended chroma and text conditions are refused by name."""
+    model_kind(xp)
+    fields = _token_lm_fields(xp, "musicgen", frame_rate)
+    delays = _get(xp, "codebooks_pattern.delay.delays", list(range(fields["n_q"])))
+    cfg = MusicGenConfig(**fields, delays=tuple(int(d) for d in delays))
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+def config_from_xp(xp: Mapping, frame_rate: int | None = None) -> TokenLMConfig:
+    """The LM config of either family, by xp.cfg's lm_model."""
+    return {"magnet": lm_config_from_xp, "musicgen": musicgen_config_from_xp}[model_kind(xp)](xp, frame_rate)
+
+
 # -- weights ---------------------------------------------------------------------------------
-def _expected_shapes(cfg: LMConfig) -> dict[str, tuple[int, ...]]:
+def _expected_shapes(cfg: TokenLMConfig) -> dict[str, tuple[int, ...]]:
     D, F = cfg.dim, cfg.ffn_dim
     shapes = {f"emb.{k}.weight": (cfg.card + 1, D) for k in range(cfg.n_q)}
     shapes |= {f"linears.{k}.weight": (cfg.card, D) for k in range(cfg.n_q)}
@@ -192,7 +242,7 @@ def _expected_shapes(cfg: LMConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _rope_buffer_keys(cfg: LMConfig) -> list[str]:
+def _rope_buffer_keys(cfg: TokenLMConfig) -> list[str]:
     """audiocraft saves RoPE's frequency buffer in the state dict: once on the transformer and
     once per self-attention (all the same tensor)."""
     if not cfg.uses_rope:
@@ -201,7 +251,7 @@ def _rope_buffer_keys(cfg: LMConfig) -> list[str]:
                                                for i in range(cfg.num_layers)]
 
 
-def with_checkpoint_rope(state: Mapping[str, np.ndarray], cfg: LMConfig) -> LMConfig:
+def with_checkpoint_rope(state: Mapping[str, np.ndarray], cfg: TokenLMConfig) -> TokenLMConfig:
     """``cfg`` with RoPE's frequencies taken from the checkpoint's saved buffers.
 
     audiocraft registers them as a buffer, so ``load_state_dict`` replaces the computed ones with
@@ -224,7 +274,7 @@ def with_checkpoint_rope(state: Mapping[str, np.ndarray], cfg: LMConfig) -> LMCo
     return cfg.replace(rope_frequencies=tuple(float(np.float32(f)) for f in saved[0]))
 
 
-def check_keys(state: Mapping[str, np.ndarray], cfg: LMConfig) -> None:
+def check_keys(state: Mapping[str, np.ndarray], cfg: TokenLMConfig) -> None:
     """Raise one CheckpointError listing every missing, unexpected and mis-shaped key."""
     want = _expected_shapes(cfg)
     lm_keys = {k for k in state if not k.startswith(CONDITION_PREFIX)}
@@ -243,7 +293,7 @@ def check_keys(state: Mapping[str, np.ndarray], cfg: LMConfig) -> None:
             f"layers={cfg.num_layers}, n_q={cfg.n_q}, card={cfg.card}): " + "; ".join(parts))
 
 
-def to_params(state: Mapping[str, np.ndarray], cfg: LMConfig) -> dict:
+def to_params(state: Mapping[str, np.ndarray], cfg: TokenLMConfig) -> dict:
     """audiocraft key layout -> our nested parameter dict (pure numpy, float32)."""
     check_keys(state, cfg)
     D, H, Dh, L = cfg.dim, cfg.num_heads, cfg.head_dim, cfg.num_layers
@@ -277,16 +327,21 @@ def to_params(state: Mapping[str, np.ndarray], cfg: LMConfig) -> dict:
     }
 
 
-def lm_from_state(state: Mapping[str, np.ndarray], cfg: LMConfig) -> tuple[LMConfig, MagnetLM]:
+def lm_from_state(state: Mapping[str, np.ndarray], cfg: TokenLMConfig) -> tuple[TokenLMConfig, CodebookLM]:
     """(config completed from the checkpoint, model) for an audiocraft LM state dict."""
     check_keys(state, cfg)
     cfg = with_checkpoint_rope(state, cfg)
     return cfg, build_lm(cfg, to_params(state, cfg))
 
 
-def build_lm(cfg: LMConfig, params: Mapping) -> MagnetLM:
-    """A MagnetLM holding ``params`` exactly (no random init is ever materialised)."""
-    abstract = nnx.eval_shape(lambda: MagnetLM(cfg, rngs=nnx.Rngs(0)))
+def model_class(cfg: TokenLMConfig) -> type[CodebookLM]:
+    """MagnetLM for an LMConfig, MusicGenLM for a MusicGenConfig."""
+    return MusicGenLM if isinstance(cfg, MusicGenConfig) else MagnetLM
+
+
+def build_lm(cfg: TokenLMConfig, params: Mapping) -> CodebookLM:
+    """The config's model holding ``params`` exactly (no random init is ever materialised)."""
+    abstract = nnx.eval_shape(lambda: model_class(cfg)(cfg, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
     flat_want = dict(nnx.to_flat_state(state))
     flat_have = dict(jax.tree_util.tree_flatten_with_path(params)[0])
@@ -303,7 +358,7 @@ def build_lm(cfg: LMConfig, params: Mapping) -> MagnetLM:
 
 
 def load_audiocraft_lm(path: str | os.PathLike, frame_rate: int | None = None,
-                       cfg: LMConfig | None = None) -> tuple[LMConfig, MagnetLM, dict[str, np.ndarray]]:
+                       cfg: TokenLMConfig | None = None) -> tuple[TokenLMConfig, CodebookLM, dict[str, np.ndarray]]:
     """Read ``state_dict.bin`` -> (config, model, condition_provider keys for the conditioner).
 
     A bare state dict has no xp.cfg: pass ``cfg`` then.
@@ -314,7 +369,7 @@ def load_audiocraft_lm(path: str | os.PathLike, frame_rate: int | None = None,
             raise CheckpointError(f"{path} is a bare state dict without 'xp.cfg', so its shape is unknown: give "
                                   f"the LM config (cfg=LMConfig(...) in Python, --config configs/NAME.py for "
                                   f"convert-lm)")
-        cfg = lm_config_from_xp(xp, frame_rate=frame_rate)
+        cfg = config_from_xp(xp, frame_rate=frame_rate)
     condition = {k: v for k, v in state.items() if k.startswith(CONDITION_PREFIX)}
     cfg, model = lm_from_state(state, cfg)
     return cfg, model, condition

@@ -42,10 +42,12 @@ class CodebookLM(nnx.Module):
                              ("codebooks", "embed", "vocab"))
 
     # -- pieces ---------------------------------------------------------------------------
-    def embed(self, codes: jax.Array, offset: int | jax.Array = 0) -> jax.Array:
+    def embed(self, codes: jax.Array, offset: int | jax.Array = 0, max_positions: int | None = None) -> jax.Array:
         """codes [B, K, T] -> summed codebook embeddings plus positions [B, T, D] (compute dtype).
-        ``offset``: the position of the first frame (a decoding step's, with a KV cache).
-        With ``positional_embedding="rope"`` positions enter in self-attention instead."""
+        ``offset``: the position of the first frame (a decoding step's, with a KV cache); a traced
+        offset reads rows of the host-computed table of ``max_positions`` positions, so decoding
+        steps get exactly the sinusoid a full forward gets. With ``positional_embedding="rope"``
+        positions enter in self-attention instead."""
         cfg = self.cfg
         B, K, T = codes.shape
         if K != cfg.n_q:
@@ -53,8 +55,12 @@ class CodebookLM(nnx.Module):
         tables = self.emb[...]
         x = sum(jnp.take(tables[k], codes[:, k], axis=0) for k in range(K))
         if cfg.uses_sin:
-            positions = np.arange(T) + offset if isinstance(offset, int) else jnp.arange(T) + offset
-            x = x + cfg.sinusoid_scale * sinusoidal_embedding(positions, cfg.dim, cfg.max_period)[None]
+            if isinstance(offset, int):
+                pos = sinusoidal_embedding(np.arange(T) + offset, cfg.dim, cfg.max_period)
+            else:
+                table = sinusoidal_embedding(np.arange(max_positions), cfg.dim, cfg.max_period)
+                pos = jax.lax.dynamic_slice_in_dim(table, offset, T, axis=0)
+            x = x + cfg.sinusoid_scale * pos[None]
         return constrain(x.astype(cfg.dtype), "batch", "length", "act_embed")
 
     def project_condition(self, cond: jax.Array | None) -> jax.Array | None:

@@ -41,6 +41,14 @@ def band_bias(length: int, context: int, dtype=jnp.float32) -> jax.Array:
     return jnp.where(valid, 0.0, -jnp.inf).astype(dtype)
 
 
+def causal_bias(start: int | jax.Array, n_queries: int, n_keys: int) -> jax.Array:
+    """Additive bias [n_queries, n_keys]: query i (at position start + i) sees keys 0..start + i.
+    With start = 0 and n_queries = n_keys it is the causal mask of a full sequence; a decoding
+    step uses it over a KV cache whose later slots are not written yet."""
+    visible = jnp.arange(n_keys)[None, :] <= (start + jnp.arange(n_queries))[:, None]
+    return jnp.where(visible, 0.0, -jnp.inf).astype(jnp.float32)
+
+
 @dataclasses.dataclass(frozen=True)
 class LocalBand:
     """Static marker: attend only to keys within ``context`` frames of the query.
@@ -103,15 +111,31 @@ class SelfAttention(nnx.Module):
         self.out_proj = param(rngs, truncated_normal(gaussian_std(dim, depth)), (num_heads, head_dim, dim),
                               ("heads", "kv", "embed"))
 
-    def __call__(self, x: jax.Array, bias: "jax.Array | LocalBand | None") -> jax.Array:
+    def _qkv(self, x: jax.Array, offset: int | jax.Array = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
         q, k, v = jnp.einsum("btd,dchk->cbthk", x, self.in_proj[...].astype(x.dtype))
         if self.rope is not None:
-            q, k = (rotary_embedding(t, self.rope.max_period, self.rope.scale, self.rope.frequencies) for t in (q, k))
+            q, k = (rotary_embedding(t, self.rope.max_period, self.rope.scale, self.rope.frequencies, offset)
+                    for t in (q, k))
+        return q, k, v
+
+    def __call__(self, x: jax.Array, bias: "jax.Array | LocalBand | None") -> jax.Array:
+        q, k, v = self._qkv(x)
         if isinstance(bias, LocalBand):
             out = band_window_attention(q, k, v, bias)
         else:
             out = dot_product_attention(q, k, v, bias)
         return jnp.einsum("bthk,hkd->btd", out, self.out_proj[...].astype(x.dtype))
+
+    def decode(self, x: jax.Array, cache: jax.Array, start: int | jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Causal self-attention of the n frames x [B, n, D] at positions start..start+n-1 over a KV
+        cache [2, B, S, H, Dh] holding the earlier frames: their keys / values are written into
+        the cache, and each frame attends to the cache up to itself. n = 1 is one decoding step;
+        a prompt is written in one call (a prefill)."""
+        q, k, v = self._qkv(x, start)
+        cache = jax.lax.dynamic_update_slice_in_dim(cache, jnp.stack([k, v]).astype(cache.dtype), start, axis=2)
+        bias = causal_bias(start, x.shape[1], cache.shape[2])
+        out = dot_product_attention(q, cache[0].astype(x.dtype), cache[1].astype(x.dtype), bias)
+        return jnp.einsum("bthk,hkd->btd", out, self.out_proj[...].astype(x.dtype)), cache
 
 
 class CrossAttention(nnx.Module):

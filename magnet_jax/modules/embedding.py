@@ -48,18 +48,19 @@ def rope_frequencies(head_dim: int, max_period: float = 10_000.0) -> np.ndarray:
 
 
 def rotary_embedding(x: jax.Array, max_period: float = 10_000.0, scale: float = 1.0,
-                     frequencies: Sequence[float] | None = None) -> jax.Array:
-    """Rotate queries or keys x [B, T, H, Dh] by their position 0..T-1 (computed in float32,
-    returned in x's dtype). ``frequencies``: the Dh/2 pair frequencies as a checkpoint saved them
-    (an fp16 export rounds them, and audiocraft rotates with the rounded values); None computes
-    them from ``max_period``."""
+                     frequencies: Sequence[float] | None = None, offset: int | jax.Array = 0) -> jax.Array:
+    """Rotate queries or keys x [B, T, H, Dh] by their positions offset..offset+T-1 (computed in
+    float32, returned in x's dtype; ``offset``: a decoding step's position, with a KV cache).
+    ``frequencies``: the Dh/2 pair frequencies as a checkpoint saved them (an fp16 export rounds
+    them, and audiocraft rotates with the rounded values); None computes them from ``max_period``."""
     B, T, H, Dh = x.shape
     if Dh % 2:
         raise ValueError(f"RoPE needs an even head dim, got {Dh}")
     if frequencies is None:
         frequencies = rope_frequencies(Dh, max_period)
     freqs = jnp.asarray(np.asarray(frequencies, np.float64), jnp.float32)
-    angles = jnp.arange(T, dtype=jnp.float32)[:, None] * freqs                  # [T, Dh/2]
+    positions = (jnp.arange(T) + offset).astype(jnp.float32)
+    angles = positions[:, None] * freqs                                          # [T, Dh/2]
     cos = scale * jnp.cos(angles)[None, :, None] + (1.0 - scale)
     sin = scale * jnp.sin(angles)[None, :, None]
     pairs = x.astype(jnp.float32).reshape(B, T, H, Dh // 2, 2)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from magnet_jax.lm.config import LMConfig
+from magnet_jax.lm.config import TokenLMConfig
 from magnet_jax.modules.attention import CrossAttention, Rope, SelfAttention
 from magnet_jax.modules.layers import LayerNorm, gaussian_std, param, truncated_normal
 from magnet_jax.train.sharding import constrain
@@ -42,7 +42,7 @@ class FeedForward(nnx.Module):
 
 
 class TransformerLayer(nnx.Module):
-    def __init__(self, cfg: LMConfig, *, depth, rngs: nnx.Rngs):
+    def __init__(self, cfg: TokenLMConfig, *, depth, rngs: nnx.Rngs):
         self.norm1 = LayerNorm(cfg.dim, cfg.norm_eps)
         rope = Rope(cfg.max_period, cfg.positional_scale, cfg.rope_frequencies) if cfg.uses_rope else None
         self.self_attn = SelfAttention(cfg.dim, cfg.num_heads, depth=depth, rngs=rngs, rope=rope)
@@ -54,6 +54,15 @@ class TransformerLayer(nnx.Module):
 
     def __call__(self, x: jax.Array, bias: jax.Array | None, cross_kv: jax.Array | None) -> jax.Array:
         x = x + self.self_attn(self.norm1(x), bias)
+        return self._after_self_attention(x, cross_kv)
+
+    def decode(self, x: jax.Array, cache: jax.Array, start: int | jax.Array,
+               cross_kv: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+        """The layer on frames at start.. with a self-attention KV cache (causal models)."""
+        h, cache = self.self_attn.decode(self.norm1(x), cache, start)
+        return self._after_self_attention(x + h, cross_kv), cache
+
+    def _after_self_attention(self, x: jax.Array, cross_kv: jax.Array | None) -> jax.Array:
         if cross_kv is not None:
             n_cond = cross_kv.shape[1]
             h = self.cross_attention(self.norm_cross(x[:n_cond]), cross_kv)
@@ -64,7 +73,7 @@ class TransformerLayer(nnx.Module):
 class Transformer(nnx.Module):
     """``num_layers`` TransformerLayers with stacked parameters, applied with ``lax.scan``."""
 
-    def __init__(self, cfg: LMConfig, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: TokenLMConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
 
         @nnx.split_rngs(splits=cfg.num_layers)
@@ -93,3 +102,21 @@ class Transformer(nnx.Module):
             body = jax.checkpoint(body)
         x, _ = jax.lax.scan(body, x, (state, cross_kv))
         return x
+
+    def init_cache(self, batch: int, length: int) -> jax.Array:
+        """An empty self-attention KV cache [L, 2, B, S, H, Dh] (compute dtype) for ``decode``."""
+        cfg = self.cfg
+        return jnp.zeros((cfg.num_layers, 2, batch, length, cfg.num_heads, cfg.head_dim), cfg.dtype)
+
+    def decode(self, x: jax.Array, cache: jax.Array, start: int | jax.Array,
+               cross_kv: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+        """Frames x [B, n, D] at positions start.. through every layer, reading and writing the KV
+        cache [L, 2, B, S, H, Dh]; the layers are scanned as in ``__call__``."""
+        graphdef, state = nnx.split(self.layers)
+
+        def body(h, layer_inputs):
+            layer_state, layer_cache, kv = layer_inputs
+            h, layer_cache = nnx.merge(graphdef, layer_state).decode(h, layer_cache, start, kv)
+            return constrain(h, "batch", "length", "act_embed"), layer_cache
+
+        return jax.lax.scan(body, x, (state, cache, cross_kv))
