@@ -121,7 +121,8 @@ def build_family_export(folder: Path, family: Family, overrides: Sequence[str] =
     export = reference.require("audiocraft.utils.export")
     folder.mkdir(parents=True, exist_ok=True)
     xp = family_xp(family, [*(shrink() if scale is None else scale), *overrides])
-    hf = _export_codec(folder, family, int(xp.transformer_lm.card), int(xp.transformer_lm.n_q), seed + 1)
+    streams = 2 if xp.get("interleave_stereo_codebooks", {}).get("use", False) else 1   # stereo: per channel
+    hf = _export_codec(folder, family, int(xp.transformer_lm.card), int(xp.transformer_lm.n_q) // streams, seed + 1)
 
     t5 = t5_folder(family.t5)
     torch.manual_seed(seed)

@@ -51,6 +51,10 @@ class DelayPattern:
         a prompt of ``frame`` frames is known up to this step, generation starts there."""
         return frame + min(self.delays) + 1
 
+    def forward_passes(self, frames: int, prompt_frames: int = 0) -> int:
+        """LM calls a generation takes (a prefill, then one per step): the paper's latency unit."""
+        return self.num_steps(frames) - self.first_step_with_frame(prompt_frames)
+
     def build(self, codes: jax.Array, frames: int, special: int) -> jax.Array:
         """codes [B, K, P] (P <= frames known frames) -> sequence [B, K, S] with the special token at
         invalid positions and ``special`` also where a frame is not known yet; returns int32."""

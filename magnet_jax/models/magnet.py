@@ -41,11 +41,11 @@ from magnet_jax.lm.model import MagnetLM
 from magnet_jax.lm.sampler import MagnetSampler, SamplerConfig, output_length
 from magnet_jax.models import sources
 from magnet_jax.models.audio import convert_audio
-from magnet_jax.models.conversion import _check_compatible, convert
+from magnet_jax.models.conversion import _check_compatible, converted_folder
 from magnet_jax.models.errors import ModelNotFoundError, PipelineError
 from magnet_jax.models.loading import (_load_conditioner, _load_lm, _read_meta, auto_mesh, load_converted_codec,
                                        verify_model_folder)
-from magnet_jax.models.sources import cache_folder, locate, no_model_message
+from magnet_jax.models.sources import no_model_message
 from magnet_jax.seeds import seed_key
 from magnet_jax.text import Conditioner
 
@@ -104,14 +104,7 @@ class MAGNeT:
         name_or_path = name_or_path if name_or_path is not None else sources.DEFAULT_MODEL
         if name_or_path is None:
             raise ModelNotFoundError(no_model_message())
-        found = locate(name_or_path)
-        if isinstance(found, Path):
-            folder = found
-        else:
-            folder = cache_folder(found, cache_dir)
-            if not (folder / sources.META_FILE).is_file():
-                log.info("converting %s into %s (once)", found.source, folder)
-                convert(found, folder, text_encoder=text_encoder, codec=codec)
+        folder = converted_folder(name_or_path, text_encoder=text_encoder, codec=codec, cache_dir=cache_dir)
         model = cls.load_converted(folder, text_encoder=text_encoder, mesh=mesh,
                                    compute_dtype=compute_dtype, verify=verify)
         model.name = str(name_or_path)

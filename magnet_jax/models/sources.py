@@ -16,7 +16,7 @@ from pathlib import Path
 
 from magnet_jax.models.errors import ModelNotFoundError
 
-# The released checkpoints audiocraft's MAGNeT.get_pretrained documents.
+# The released checkpoints audiocraft's MAGNeT.get_pretrained and MusicGen.get_pretrained document.
 KNOWN_MODELS: dict[str, str] = {
     "facebook/magnet-small-10secs": "text to music, 10 s, 300M",
     "facebook/magnet-medium-10secs": "text to music, 10 s, 1.5B",
@@ -24,6 +24,13 @@ KNOWN_MODELS: dict[str, str] = {
     "facebook/magnet-medium-30secs": "text to music, 30 s, 1.5B",
     "facebook/audio-magnet-small": "text to sound effects, 10 s, 300M",
     "facebook/audio-magnet-medium": "text to sound effects, 10 s, 1.5B",
+    "facebook/musicgen-small": "MusicGen, text to music, up to 30 s per window, 300M",
+    "facebook/musicgen-medium": "MusicGen, text to music, 1.5B",
+    "facebook/musicgen-large": "MusicGen, text to music, 3.3B",
+    "facebook/musicgen-melody": "MusicGen with chroma conditioning (refused: its chroma conditioner is not ported)",
+    "facebook/musicgen-stereo-small": "MusicGen, stereo, 300M",
+    "facebook/musicgen-stereo-medium": "MusicGen, stereo, 1.5B",
+    "facebook/musicgen-stereo-large": "MusicGen, stereo, 3.3B",
 }
 # The model used when none is named: the small model trained on the synthetic corpus that ships
 # inside the package (magnet_jax/assets/default_model, see its MODEL_CARD.md), when present.
