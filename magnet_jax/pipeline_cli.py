@@ -1,6 +1,8 @@
-"""``magnet-jax generate`` and ``magnet-jax convert``: text to WAV files with a released MAGNeT.
+"""``magnet-jax generate`` and ``magnet-jax convert``: text to WAV files with a released MAGNeT or
+MusicGen (the family read from the checkpoint's xp.cfg).
 
     magnet-jax generate --model facebook/magnet-small-10secs --prompt "80s synth pop" "calm piano" --out out/
+    magnet-jax generate --model facebook/musicgen-small --prompt "80s synth pop" --duration 45 --out out/
     magnet-jax generate --model DIR --prompts-file prompts.txt --batch-size 8 --greedy --out out/
     magnet-jax generate --model DIR --prompt "add drums" --continue-from intro.wav --out out/
     magnet-jax convert --model facebook/magnet-small-10secs --out magnet-small-jax/
@@ -25,8 +27,9 @@ from magnet_jax.cli import finite_float, seed_value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    g = subparsers.add_parser("generate", help="text to music / sound (WAV files) with a MAGNeT checkpoint",
-                              description="Generate audio from text with a MAGNeT checkpoint: one WAV and one "
+    g = subparsers.add_parser("generate", help="text to music / sound (WAV files) with a MAGNeT or MusicGen checkpoint",
+                              description="Generate audio from text with a MAGNeT or MusicGen checkpoint (the family "
+                                          "is read from the checkpoint): one WAV and one "
                                           "spectrogram PNG per prompt, tokens.npy and generate.json (every "
                                           "setting used) in --out.")
     _model_args(g)
@@ -42,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=seed_value, default=0)
     g.add_argument("--batch-size", type=int, default=None, help="prompts per compiled call (default: all at once)")
     g.add_argument("--duration", type=finite_float, default=None,
-                   help="seconds; MAGNeT produces its training segment only (checked, not changed)")
+                   help="seconds: MusicGen generates this long (past its 30 s by windows, --extend-stride); "
+                        "MAGNeT produces its training segment only (checked, not changed)")
     g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="LM compute dtype")
     sampler_args(g)
     g.set_defaults(func=run_generate)
@@ -102,6 +106,13 @@ def sampler_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--span-scoring", choices=("max", "prod"), help="span confidence (default max)")
     s.add_argument("--span-arrangement", choices=("nonoverlap", "stride1"),
                    help="spans to re-mask (default nonoverlap; the demo recommends stride1)")
+    m = p.add_argument_group("MusicGen sampler (defaults: audiocraft's MusicGen.set_generation_params: "
+                             "temperature 1, top-k 250, top-p 0)")
+    m.add_argument("--cfg-coef", type=finite_float, help="classifier-free guidance (default 3)")
+    m.add_argument("--two-step-cfg", dest="two_step_cfg", action="store_const", const=True,
+                   help="audiocraft's two-pass guidance (the same computation here: the null condition is zero)")
+    m.add_argument("--extend-stride", type=finite_float, metavar="S",
+                   help="seconds each window advances past the trained duration (default 18)")
 
 
 def _int_list(text: str) -> list[int]:
@@ -112,15 +123,31 @@ def _int_list(text: str) -> list[int]:
 
 
 SAMPLER_FLAGS = ("decoding_steps", "temperature", "anneal_temp", "top_k", "top_p", "max_cfg_coef",
-                 "min_cfg_coef", "span_scoring", "span_arrangement")
+                 "min_cfg_coef", "span_scoring", "span_arrangement", "cfg_coef", "two_step_cfg", "extend_stride")
+# the settings each family has (the others are refused by name, not ignored)
+FAMILY_FLAGS = {
+    "MAGNeT": {"decoding_steps", "temperature", "anneal_temp", "top_k", "top_p", "max_cfg_coef", "min_cfg_coef",
+               "span_scoring", "span_arrangement", "use_sampling"},
+    "MusicGen": {"temperature", "top_k", "top_p", "cfg_coef", "two_step_cfg", "extend_stride", "use_sampling"},
+}
 
 
 def sampler_params(args: argparse.Namespace) -> dict:
     """The sampler parameters the user set (the rest keep audiocraft's defaults)."""
-    params = {k: getattr(args, k) for k in SAMPLER_FLAGS if getattr(args, k) is not None}
+    params = {k: getattr(args, k) for k in SAMPLER_FLAGS if getattr(args, k, None) is not None}
     if args.greedy:
         params["use_sampling"] = False
     return params
+
+
+def check_family_params(model, params: dict) -> None:
+    """Refuse a setting the loaded model's family does not have (e.g. --decoding-steps for MusicGen)."""
+    from magnet_jax.cli import UserError
+    family = type(model).__name__
+    foreign = sorted(set(params) - FAMILY_FLAGS.get(family, set(params)))
+    if foreign:
+        flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
+        raise UserError(f"{flags}: not a {family} setting (this model is {family}); drop it")
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
@@ -154,9 +181,10 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 
 
 def load_model(args: argparse.Namespace, mesh="auto", compute_dtype: str = "float32"):
-    """MAGNeT.from_pretrained with the command line's options; errors become one-line UserErrors."""
+    """The model (MAGNeT or MusicGen, as the checkpoint says) with the command line's options;
+    errors become one-line UserErrors."""
     from magnet_jax.cli import UserError
-    from magnet_jax.models import MAGNeT, PipelineError, no_model_message
+    from magnet_jax.models import PipelineError, load_model as load, no_model_message
     from magnet_jax.text import ModelFilesError
     try:
         from magnet_jax.codec.convert import CheckpointError as CodecCheckpointError
@@ -165,9 +193,9 @@ def load_model(args: argparse.Namespace, mesh="auto", compute_dtype: str = "floa
             from magnet_jax.models import sources
             if sources.DEFAULT_MODEL is None:
                 raise UserError(no_model_message().replace("no model given", "no --model given"))
-        return MAGNeT.from_pretrained(args.model, text_encoder=args.text_encoder, codec=args.codec,
-                                      cache_dir=args.cache_dir, mesh=mesh, compute_dtype=compute_dtype,
-                                      verify=getattr(args, "verify", True))
+        return load(args.model, text_encoder=args.text_encoder, codec=args.codec,
+                    cache_dir=args.cache_dir, mesh=mesh, compute_dtype=compute_dtype,
+                    verify=getattr(args, "verify", True))
     except (PipelineError, ModelFilesError, FileNotFoundError, LMCheckpointError, CodecCheckpointError) as err:
         raise UserError(str(err).replace("\n", " ")) from err
 
@@ -181,6 +209,7 @@ def run_generate(args: argparse.Namespace) -> int:
     prompt_audio = _read_prompt_audio(args.continue_from) if args.continue_from else None
     t0 = time.perf_counter()
     model = load_model(args, compute_dtype=args.dtype)
+    check_family_params(model, params)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     try:
@@ -197,7 +226,10 @@ def run_generate(args: argparse.Namespace) -> int:
     files = write_outputs(Path(args.out), prompts, out)
     sidecar = {"model": model.name, "checkpoint_dir": str(model.checkpoint_dir), "prompts": prompts,
                "seed": args.seed, "batch_size": args.batch_size, "continue_from": args.continue_from,
-               "sampler": dataclasses.asdict(model.sampler_config(params)), "compute_dtype": args.dtype,
+               "model_family": type(model).__name__,
+               "sampler": dataclasses.asdict(model.sampler_config({k: v for k, v in params.items()
+                                                                    if k != "extend_stride"})),
+               "compute_dtype": args.dtype,
                "sample_rate": model.sample_rate, "duration_s": out.audio.shape[-1] / model.sample_rate,
                "tokens_shape": list(out.tokens.shape), "files": files,
                "load_s": round(load_s, 3), "generate_s (compile + run)": round(gen_s, 3),
