@@ -1,4 +1,4 @@
-"""``magnet-jax train`` and ``magnet-jax ablate-span``.
+"""``magnet-jax train``, ``magnet-jax ablate-span`` and ``magnet-jax plan``.
 
     magnet-jax train --config configs/tiny_lm.py --workdir runs/tiny [key=value ...]
     magnet-jax train lm.num_layers=4 --config configs/tiny_lm.py --workdir runs/tiny4   # anywhere
@@ -7,6 +7,7 @@
     magnet-jax train --config configs/magnet_small.py --workdir runs/ft \\
         finetune.init_from=converted/magnet-small finetune.freeze=emb,layers:0-11
     magnet-jax ablate-span --config configs/tiny_lm.py --workdir runs/span --span-lens 1,2,3,5,10
+    magnet-jax plan --config configs/magnet_medium.py --devices 64 --device-kind v5e --mesh data=8,fsdp=8
 
 Re-running ``train`` with the same ``--workdir`` resumes from its latest checkpoint. Exit codes: 0
 done, 2 bad input, 3 failed run (non-finite loss), 75 preempted (SIGTERM / SIGINT: the step was
@@ -48,6 +49,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     a.add_argument("overrides", nargs="*", metavar="key=value")
     add_distributed_flags(a)
     a.set_defaults(func=run_ablation)
+    register_plan(subparsers)
+
+
+def register_plan(subparsers: argparse._SubParsersAction) -> None:
+    from magnet_jax.cli import finite_float
+    from magnet_jax.train.plan import DEVICES
+    p = subparsers.add_parser(
+        "plan", help="compile the train step and sampler for N devices: memory, FLOPs, collectives, "
+                     "predicted step time and MFU", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="configs/NAME.py[:variant]")
+    p.add_argument("--devices", type=int, required=True, help="number of accelerators (virtual CPU devices)")
+    p.add_argument("--mesh", help="data=N,fsdp=N,tensor=N (axes left out keep the config's sizes)")
+    p.add_argument("--device-kind", default="h100", choices=sorted(DEVICES))
+    p.add_argument("--memory-gib", type=finite_float, help="memory budget per device (default: the device's)")
+    p.add_argument("--sampler-batch", type=int, help="generations per sampler call (default: one per data-parallel device)")
+    p.add_argument("--no-sampler", action="store_true", help="plan the train step only")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
+    p.add_argument("--out", help="also write the JSON report to this file")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.batch_size=256 train.remat=true")
+    p.set_defaults(func=run_plan)
 
 
 def start_distributed(args: argparse.Namespace) -> None:
@@ -122,6 +144,34 @@ def run_ablation(args: argparse.Namespace) -> int:
     if jax.process_index() == 0:
         print(json.dumps(table))
     return exit_code(table)
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    """Compile in a subprocess with --devices virtual CPU devices; print the table (or JSON)."""
+    from pathlib import Path
+    from magnet_jax.train.plan import format_report, parse_mesh, run_subprocess
+    if args.devices < 1 or (args.sampler_batch is not None and args.sampler_batch < 1):
+        raise UserError(f"--devices {args.devices} and --sampler-batch must be >= 1")
+    if args.memory_gib is not None and args.memory_gib <= 0:
+        raise UserError(f"--memory-gib {args.memory_gib} must be > 0")
+    if args.out:
+        from magnet_jax.cli import writable_folder
+        if Path(args.out).is_dir():
+            raise UserError(f"--out {args.out} is a folder: name the JSON file to write")
+        writable_folder(Path(args.out).parent or ".", "--out")
+    try:
+        mesh = parse_mesh(args.mesh)
+        load_train_config(args.config, args.overrides)      # a bad config is one line before compiling
+        report = run_subprocess(args.config, args.overrides, args.devices, device_kind=args.device_kind,
+                                mesh=mesh, memory_budget_gib=args.memory_gib, sampler=not args.no_sampler,
+                                sampler_batch=args.sampler_batch)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1))
+    print(json.dumps(report) if args.json else format_report(report))
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
