@@ -101,10 +101,13 @@ class MagnetLM(CodebookLM):
         return jnp.where(stage > 0, band, jnp.zeros_like(band))
 
     def hidden(self, codes: jax.Array, stage: int | jax.Array, cross_kv: jax.Array | None,
-               remat: bool = False) -> jax.Array:
-        """Final normalised hidden states [B, T, D]. Rows past cross_kv's batch are null-conditioned."""
+               remat: bool = False, cond_lengths: jax.Array | None = None) -> jax.Array:
+        """Final normalised hidden states [B, T, D]. Rows past cross_kv's batch are null-conditioned.
+        ``cond_lengths`` [n_cond]: each conditioned row's own text length (its cross-attention
+        ignores the batch's padding past it); None is audiocraft's unmasked cross-attention."""
         x = self.embed(codes)
-        x = self.transformer(x, self.attention_bias(stage, codes.shape[-1]), cross_kv, remat=remat)
+        x = self.transformer(x, self.attention_bias(stage, codes.shape[-1]), cross_kv, remat=remat,
+                             cond_lengths=cond_lengths)
         return self.out_norm(x)
 
     # -- the whole model --------------------------------------------------------------------

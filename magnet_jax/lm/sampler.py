@@ -22,6 +22,13 @@ rank (stable descending argsort), never by a threshold, so ties cannot select mo
 Ties themselves are broken by position; torch's CPU sort breaks exact ties in an unspecified order,
 which is the one place outputs may legitimately differ from the reference.
 
+Randomness is per row: every row carries its own key (``keys [B]``; a single key gives row r
+``fold_in(key, r)``), split per stage and step inside that row only, so a row's draws depend on
+its key alone, never on its batch mates or the batch size (the serving engine batches unrelated
+requests). ``cond_lengths`` [B] optionally masks each row's text padding in cross-attention
+(``CrossAttention``), so a row also computes what it computes alone; None keeps audiocraft's
+unmasked padding. Both stay inside the one compiled program.
+
 Work the reference does that this does not: only the active stage's output head is computed; the
 text condition's cross-attention keys/values are projected once per generation; the null-condition
 rows skip cross-attention (their output is exactly zero); unconditional generation runs one batch,
@@ -100,7 +107,7 @@ class StageState:
     """What one decoding step hands the next."""
     tokens: jax.Array   # int32 [B, T]: this stage's tokens, mask_id where still masked
     scores: jax.Array   # float32 [B, U]: per span (nonoverlap) or per token; high = re-mask first
-    key: jax.Array
+    key: jax.Array      # [B] keys: row b's draws come from key[b] alone
 
 
 # -- selection helpers ---------------------------------------------------------------------
@@ -197,11 +204,30 @@ def kth_largest(probs: jax.Array, k: int) -> jax.Array:
     return _as_float(jax.lax.fori_loop(0, 32, halve, (lo, hi))[0])
 
 
+def split_rows(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(next, sub) for each row's key [B]: what ``jax.random.split`` does, row by row."""
+    pairs = jax.vmap(jax.random.split)(keys)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def row_keys(key: jax.Array, batch: int) -> jax.Array:
+    """Row r's key ``fold_in(key, r)``: a batch's rows drawn from one key, each independent of
+    the others and of the batch size."""
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(batch))
+
+
+def _uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Uniforms of ``shape``: from one key, or from per-row keys [shape[0]] (row b from key[b])."""
+    if key.ndim == 0:
+        return jax.random.uniform(key, shape)
+    return jax.vmap(lambda k: jax.random.uniform(k, shape[1:]))(key)
+
+
 def sample_from_weights(key: jax.Array, weights: jax.Array) -> jax.Array:
     """One draw per row from unnormalised non-negative weights, by inverse CDF (one uniform per
-    position instead of a Gumbel variate per token)."""
+    position instead of a Gumbel variate per token). ``key``: one key, or one per leading row."""
     cdf = jnp.cumsum(weights, axis=-1)
-    u = jax.random.uniform(key, weights.shape[:-1]) * cdf[..., -1]
+    u = _uniform(key, weights.shape[:-1]) * cdf[..., -1]
     return jnp.minimum((cdf <= u[..., None]).sum(-1), weights.shape[-1] - 1).astype(jnp.int32)
 
 
@@ -220,21 +246,23 @@ def sample_tokens(logits: jax.Array, probs: jax.Array, key: jax.Array, cfg: Samp
 
 # -- one stage ----------------------------------------------------------------------------------
 def _guided_logits(model: MagnetLM, seq: jax.Array, stage: int, cross_kv: jax.Array | None,
-                   cfg_coef: jax.Array) -> jax.Array:
+                   cfg_coef: jax.Array, cond_lengths: jax.Array | None = None) -> jax.Array:
     """Stage logits [B, T, card] with classifier-free guidance on raw logits."""
     if cross_kv is None:  # unconditional: cond and null rows would be identical
         return model.stage_logits(model.hidden(seq, stage, None), stage)
     B = seq.shape[0]
-    h = model.hidden(jnp.concatenate([seq, seq]), stage, cross_kv)  # rows >= B: null condition
+    h = model.hidden(jnp.concatenate([seq, seq]), stage, cross_kv,   # rows >= B: null condition
+                     cond_lengths=cond_lengths)
     logits = model.stage_logits(h, stage)
     cond, null = logits[:B], logits[B:]
     return null + (cond - null) * cfg_coef
 
 
 def decode_stage(model: MagnetLM, codes: jax.Array, cross_kv: jax.Array | None, prompt: jax.Array,
-                 stage: int, key: jax.Array, cfg: SamplerConfig, sched: StageSchedule,
-                 prompt_len: int) -> jax.Array:
-    """Run one stage's decoding loop; returns codes with row ``stage`` filled."""
+                 stage: int, keys: jax.Array, cfg: SamplerConfig, sched: StageSchedule,
+                 prompt_len: int, cond_lengths: jax.Array | None = None) -> jax.Array:
+    """Run one stage's decoding loop (``keys`` [B], one per row); returns codes with row
+    ``stage`` filled."""
     lm = model.cfg
     B, _, T = codes.shape
     L = lm.span_len
@@ -253,9 +281,10 @@ def decode_stage(model: MagnetLM, codes: jax.Array, cross_kv: jax.Array | None, 
     def step(i, st: StageState) -> StageState:
         token_mask, unit_mask = remask(st.scores, num_masked[i])
         tokens = jnp.where(token_mask, lm.mask_id, st.tokens).at[:, :prompt_len].set(prompt_row)
-        logits = _guided_logits(model, codes.at[:, stage].set(tokens), stage, cross_kv, cfg_coef[i])
+        logits = _guided_logits(model, codes.at[:, stage].set(tokens), stage, cross_kv, cfg_coef[i],
+                                cond_lengths)
         probs = jax.nn.softmax(logits / temperature[i], axis=-1)
-        key, sub = jax.random.split(st.key)
+        key, sub = split_rows(st.key)
         sampled = sample_tokens(logits, probs, sub, cfg)
         masked = tokens == lm.mask_id
         tokens = jnp.where(masked, sampled, tokens)
@@ -269,7 +298,7 @@ def decode_stage(model: MagnetLM, codes: jax.Array, cross_kv: jax.Array | None, 
         return StageState(tokens, scores, key)
 
     scores = jnp.zeros((B, n_units), jnp.float32).at[:, :n_prompt_units].set(DONT_REMASK_ME_SCORE)
-    init = StageState(jnp.full((B, T), lm.mask_id, jnp.int32), scores, key)
+    init = StageState(jnp.full((B, T), lm.mask_id, jnp.int32), scores, keys)
     final = jax.lax.fori_loop(0, len(sched.num_masked), step, init)
     return codes.at[:, stage].set(final.tokens)
 
@@ -280,9 +309,11 @@ def output_length(model_cfg, sampler_cfg: SamplerConfig, length: int) -> int:
     return (length // L) * L if (L > 1 and sampler_cfg.span_arrangement == "nonoverlap") else length
 
 
-def generate_tokens(model: MagnetLM, cond: jax.Array | None, prompt: jax.Array, key: jax.Array,
-                    cfg: SamplerConfig, length: int, prompt_len: int) -> jax.Array:
-    """All stages. cond [B, S, D] or None; prompt [B, K, >= prompt_len]. -> codes [B, K, T_out]."""
+def generate_tokens(model: MagnetLM, cond: jax.Array | None, prompt: jax.Array, keys: jax.Array,
+                    cfg: SamplerConfig, length: int, prompt_len: int,
+                    cond_lengths: jax.Array | None = None) -> jax.Array:
+    """All stages. cond [B, S, D] or None; prompt [B, K, >= prompt_len]; keys [B], one per row;
+    cond_lengths [B] or None (see ``CrossAttention``). -> codes [B, K, T_out]."""
     lm = model.cfg
     B = prompt.shape[0]
     T = output_length(lm, cfg, length)
@@ -296,8 +327,8 @@ def generate_tokens(model: MagnetLM, cond: jax.Array | None, prompt: jax.Array, 
         sched = stage_schedule(n_steps, units_to_gen, temperature=cfg.temperature,
                                anneal_temp=cfg.anneal_temp, max_cfg_coef=cfg.max_cfg_coef,
                                min_cfg_coef=cfg.min_cfg_coef)
-        key, sub = jax.random.split(key)
-        codes = decode_stage(model, codes, cross_kv, prompt, stage, sub, cfg, sched, prompt_len)
+        keys, sub = split_rows(keys)
+        codes = decode_stage(model, codes, cross_kv, prompt, stage, sub, cfg, sched, prompt_len, cond_lengths)
     return codes
 
 
@@ -320,7 +351,7 @@ class MagnetSampler:
         self._compiled: dict = {}
 
     def _check(self, cfg: SamplerConfig, batch: int, length: int, prompt_len: int,
-               cond: jax.Array | None) -> None:
+               cond: jax.Array | None, keys: jax.Array, cond_lengths: jax.Array | None) -> None:
         cfg.validate(self.cfg.n_q)
         if batch < 1:
             raise ValueError(f"batch size {batch}: need at least one sample")
@@ -332,34 +363,62 @@ class MagnetSampler:
                              f"use a shorter prompt or a longer output")
         if cond is not None and (cond.ndim != 3 or cond.shape[0] != batch or cond.shape[2] != self.cfg.dim):
             raise ValueError(f"cond has shape {tuple(cond.shape)}; expected [batch={batch}, S, dim={self.cfg.dim}]")
+        if keys.shape not in ((), (batch,)):
+            raise ValueError(f"key has shape {tuple(keys.shape)}; pass one key, or one per row ({batch})")
+        if cond_lengths is not None:
+            self._check_cond_lengths(cond_lengths, cond, batch)
         if self.mesh is not None:
             sharding.check_batch_divides(batch, self.mesh)
 
-    def _function(self, cfg: SamplerConfig, length: int, prompt_len: int, has_cond: bool):
-        sig = (cfg, length, prompt_len, has_cond)
+    @staticmethod
+    def _check_cond_lengths(cond_lengths: np.ndarray, cond: jax.Array | None, batch: int) -> None:
+        if cond is None:
+            raise ValueError("cond_lengths without cond: pass the text condition too, or no lengths")
+        if cond_lengths.shape != (batch,):
+            raise ValueError(f"cond_lengths has shape {cond_lengths.shape}; expected [batch={batch}]")
+        if not ((cond_lengths >= 1) & (cond_lengths <= cond.shape[1])).all():
+            raise ValueError(f"cond_lengths {cond_lengths.tolist()} must each be in [1, S={cond.shape[1]}] "
+                             f"(a row's count of text positions)")
+
+    def _function(self, cfg: SamplerConfig, length: int, prompt_len: int, has_cond: bool,
+                  has_lengths: bool):
+        sig = (cfg, length, prompt_len, has_cond, has_lengths)
         if sig not in self._compiled:
             graphdef = self.graphdef
 
-            def run(state, cond, prompt, key):
+            def run(state, cond, prompt, keys, cond_lengths):
                 model = nnx.merge(graphdef, state)
-                return generate_tokens(model, cond, prompt, key, cfg, length, prompt_len)
+                return generate_tokens(model, cond, prompt, keys, cfg, length, prompt_len, cond_lengths)
 
             kwargs = {}
             if self.mesh is not None:
                 batch = sharding.logical_sharding(self.mesh, "batch", None, None)
+                rows = sharding.logical_sharding(self.mesh, "batch")
                 repl = sharding.logical_sharding(self.mesh)
                 kwargs = dict(in_shardings=(sharding.state_shardings(self.state, self.mesh),
-                                            batch if has_cond else None, batch, repl),
+                                            batch if has_cond else None, batch, repl,
+                                            rows if has_lengths else None),
                               out_shardings=batch)
             self._compiled[sig] = jax.jit(run, **kwargs)
         return self._compiled[sig]
 
+    def forget(self, config: SamplerConfig) -> int:
+        """Drop the compiled programs of one sampler config (a server bounding its memory);
+        returns how many were dropped. A later call with that config compiles again."""
+        dropped = [sig for sig in self._compiled if sig[0] == config]
+        for sig in dropped:
+            del self._compiled[sig]
+        return len(dropped)
+
     def generate(self, key: jax.Array, *, cond: jax.Array | None = None, prompt: jax.Array | None = None,
                  num_samples: int | None = None, config: SamplerConfig = SamplerConfig(),
-                 length: int | None = None) -> jax.Array:
-        """Tokens [B, K, T_out]. ``cond``: projected, masked text condition [B, S, D] (None =
-        unconditional); ``prompt``: tokens [B, K, P] to continue from; ``length``: frames
-        (default: the model's segment)."""
+                 length: int | None = None, cond_lengths: np.ndarray | jax.Array | None = None) -> jax.Array:
+        """Tokens [B, K, T_out]. ``key``: one key (row r draws from ``fold_in(key, r)``) or one key
+        per row [B]; ``cond``: projected, masked text condition [B, S, D] (None =
+        unconditional); ``cond_lengths``: each row's own count of text positions [B] (its
+        cross-attention ignores the padding past it; None = audiocraft's unmasked padding);
+        ``prompt``: tokens [B, K, P] to continue from; ``length``: frames (default: the
+        model's segment)."""
         length = int(length or self.cfg.sequence_len)
         prompt_len = 0 if prompt is None else int(prompt.shape[-1])
         batch = (cond.shape[0] if cond is not None else prompt.shape[0] if prompt is not None
@@ -369,12 +428,15 @@ class MagnetSampler:
         if prompt is not None and (prompt.ndim != 3 or prompt.shape[:2] != (batch, self.cfg.n_q)):
             raise ValueError(f"prompt has shape {tuple(prompt.shape)}; expected [batch={batch}, "
                              f"n_q={self.cfg.n_q}, P]")
-        self._check(config, batch, length, prompt_len, cond)
+        lengths = None if cond_lengths is None else np.asarray(cond_lengths, np.int32)
+        self._check(config, batch, length, prompt_len, cond, key, lengths)
+        keys = row_keys(key, batch) if key.shape == () else key
         prompt_arr = (jnp.zeros((batch, self.cfg.n_q, 0), jnp.int32) if prompt is None
                       else jnp.asarray(prompt, jnp.int32))
-        fn = self._function(config, length, prompt_len, cond is not None)
+        fn = self._function(config, length, prompt_len, cond is not None, lengths is not None)
         cond_arr = None if cond is None else jnp.asarray(cond, jnp.float32)
+        args = (self.state, cond_arr, prompt_arr, keys, None if lengths is None else jnp.asarray(lengths))
         if self.mesh is None:
-            return fn(self.state, cond_arr, prompt_arr, key)
+            return fn(*args)
         with jax.set_mesh(self.mesh):  # activations follow the logical-axis rules
-            return fn(self.state, cond_arr, prompt_arr, key)
+            return fn(*args)

@@ -20,6 +20,12 @@ in one program, and EnCodec decodes the tokens. Like the reference, MAGNeT emits
 (``dataset.segment_duration``, trimmed to whole spans by the 'nonoverlap' arrangement). Many prompts
 run in fixed-size batches (the last padded by repeating its last prompt, so its text padding and
 its compiled program stay the same), each batch split over the devices of a mesh.
+
+Randomness is per prompt: prompt i of a call draws from ``prompt_key(seed, i)`` =
+``fold_in(seed_key(seed), i)`` alone, so its sample does not change with ``batch_size`` or with
+the other prompts of the call. The serving engine (``magnet_jax.serve``), which batches unrelated
+requests, uses the same keys, so it reproduces a one-prompt ``generate`` for the same prompt and
+seed (up to the float rounding of another compiled shape: README, "Serving").
 """
 from __future__ import annotations
 
@@ -57,6 +63,12 @@ class Generation(NamedTuple):
     audio: np.ndarray
     tokens: np.ndarray
     sample_rate: int
+
+
+def prompt_key(seed_or_key: int | jax.Array, index: int) -> jax.Array:
+    """The PRNG key of prompt ``index`` of a generate call with this seed (or base key)."""
+    key = seed_or_key if isinstance(seed_or_key, jax.Array) else seed_key(seed_or_key)
+    return jax.random.fold_in(key, index)
 
 
 def _pad_index(start: int, batch: int, n: int) -> list[int]:
@@ -235,11 +247,11 @@ class MAGNeT:
                 raise PipelineError(str(err)) from None
         tokens, audio = [], []
         starts = range(0, n, batch)
-        for i, start in enumerate(tqdm(starts, desc="generating", unit="batch", disable=not progress)):
+        for start in tqdm(starts, desc="generating", unit="batch", disable=not progress):
             rows = _pad_index(start, batch, n)
             prompt = None if prompt_audio is None else self._encode_prompt(prompt_audio[rows])
-            codes = self.generate_tokens(jax.random.fold_in(key, i), [descriptions[r] for r in rows],
-                                         prompt, config)
+            keys = jnp.stack([prompt_key(key, r) for r in rows])       # padding rows repeat the last
+            codes = self.generate_tokens(keys, [descriptions[r] for r in rows], prompt, config)
             tokens.append(codes)
             audio.append(self.codec.decode(codes))
         keep = [min(batch, n - s) for s in starts]
@@ -287,7 +299,8 @@ class MAGNeT:
 
     def generate_tokens(self, key: jax.Array, descriptions: Sequence[str | None],
                         prompt: jax.Array | None = None, config: SamplerConfig | None = None) -> jax.Array:
-        """One batch: tokens [B, K, T] (the compiled sampler, no audio)."""
+        """One batch: tokens [B, K, T] (the compiled sampler, no audio). ``key``: one key (row r
+        draws from ``fold_in(key, r)``) or one per row [B]."""
         try:
             return self.sampler.generate(key, cond=self.conditions(descriptions), prompt=prompt,
                                          num_samples=len(descriptions),

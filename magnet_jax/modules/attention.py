@@ -87,6 +87,14 @@ def band_window_attention(q: jax.Array, k: jax.Array, v: jax.Array, band: LocalB
     return out.reshape(B, Tp, H, Dh)[:, :T]
 
 
+def key_padding_bias(lengths: jax.Array, num_keys: int) -> jax.Array:
+    """Additive bias [B, 1, 1, S] from each row's count of valid keys: 0 before it, -inf at and
+    past it (the row's own text padding). Broadcasts over heads and queries in
+    ``dot_product_attention``."""
+    valid = jnp.arange(num_keys)[None, :] < jnp.asarray(lengths)[:, None]
+    return jnp.where(valid, 0.0, -jnp.inf).astype(jnp.float32)[:, None, None, :]
+
+
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
                           bias: jax.Array | None = None) -> jax.Array:
     """softmax(q k^T / sqrt(Dh) + bias) v with q [B,T,H,Dh], k/v [B,S,H,Dh]; softmax in float32."""
@@ -139,8 +147,14 @@ class SelfAttention(nnx.Module):
 
 
 class CrossAttention(nnx.Module):
-    """Attention from the token sequence to the text condition. No key padding mask: padded
-    condition positions are zero vectors that still take softmax mass, as in the reference."""
+    """Attention from the token sequence to the text condition.
+
+    By default there is no key padding mask: padded condition positions are zero vectors that
+    still take softmax mass, as in the reference, so a row's output depends on how far its batch
+    padded the text. ``lengths`` [B] (ours, for serving batches of unrelated requests) gives each
+    row its own count of valid keys; keys at or past it get -inf, so a row attends to exactly the
+    keys it has when it is tokenized alone (padded to its own length).
+    """
 
     def __init__(self, dim: int, num_heads: int, *, depth: int | None, rngs: nnx.Rngs):
         head_dim = dim // num_heads
@@ -155,7 +169,8 @@ class CrossAttention(nnx.Module):
         """cond [B, S, D] -> stacked keys and values [2, B, S, H, Dh]; done once per condition."""
         return jnp.einsum("bsd,dchk->cbshk", cond, self.kv_proj[...].astype(cond.dtype))
 
-    def __call__(self, x: jax.Array, kv: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, kv: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
         q = jnp.einsum("btd,dhk->bthk", x, self.q_proj[...].astype(x.dtype))
-        out = dot_product_attention(q, kv[0].astype(x.dtype), kv[1].astype(x.dtype))
+        bias = None if lengths is None else key_padding_bias(lengths, kv.shape[2])
+        out = dot_product_attention(q, kv[0].astype(x.dtype), kv[1].astype(x.dtype), bias)
         return jnp.einsum("bthk,hkd->btd", out, self.out_proj[...].astype(x.dtype))

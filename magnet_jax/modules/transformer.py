@@ -52,9 +52,10 @@ class TransformerLayer(nnx.Module):
         self.norm2 = LayerNorm(cfg.dim, cfg.norm_eps)
         self.ffn = FeedForward(cfg.dim, cfg.ffn_dim, depth=depth, rngs=rngs)
 
-    def __call__(self, x: jax.Array, bias: jax.Array | None, cross_kv: jax.Array | None) -> jax.Array:
+    def __call__(self, x: jax.Array, bias: jax.Array | None, cross_kv: jax.Array | None,
+                 cond_lengths: jax.Array | None = None) -> jax.Array:
         x = x + self.self_attn(self.norm1(x), bias)
-        return self._after_self_attention(x, cross_kv)
+        return self._after_self_attention(x, cross_kv, cond_lengths)
 
     def decode(self, x: jax.Array, cache: jax.Array, start: int | jax.Array,
                cross_kv: jax.Array | None) -> tuple[jax.Array, jax.Array]:
@@ -62,10 +63,11 @@ class TransformerLayer(nnx.Module):
         h, cache = self.self_attn.decode(self.norm1(x), cache, start)
         return self._after_self_attention(x + h, cross_kv), cache
 
-    def _after_self_attention(self, x: jax.Array, cross_kv: jax.Array | None) -> jax.Array:
+    def _after_self_attention(self, x: jax.Array, cross_kv: jax.Array | None,
+                              cond_lengths: jax.Array | None = None) -> jax.Array:
         if cross_kv is not None:
             n_cond = cross_kv.shape[1]
-            h = self.cross_attention(self.norm_cross(x[:n_cond]), cross_kv)
+            h = self.cross_attention(self.norm_cross(x[:n_cond]), cross_kv, cond_lengths)
             x = x + h if n_cond == x.shape[0] else x.at[:n_cond].add(h)
         return x + self.ffn(self.norm2(x))
 
@@ -90,12 +92,14 @@ class Transformer(nnx.Module):
         return jax.vmap(lambda s: nnx.merge(graphdef, s).cross_attention.project_kv(cond))(state)
 
     def __call__(self, x: jax.Array, bias: jax.Array | None, cross_kv: jax.Array | None,
-                 remat: bool = False) -> jax.Array:
+                 remat: bool = False, cond_lengths: jax.Array | None = None) -> jax.Array:
+        """``cond_lengths`` [n_cond]: each conditioned row's valid text positions (see
+        ``CrossAttention``); None keeps audiocraft's unmasked cross-attention."""
         graphdef, state = nnx.split(self.layers)
 
         def body(h, layer_inputs):
             layer_state, kv = layer_inputs
-            h = nnx.merge(graphdef, layer_state)(h, bias, kv)
+            h = nnx.merge(graphdef, layer_state)(h, bias, kv, cond_lengths)
             return constrain(h, "batch", "length", "act_embed"), None
 
         if remat:
