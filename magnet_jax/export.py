@@ -1,4 +1,5 @@
-"""Package a model trained with this project into a folder ``MAGNeT.from_pretrained`` loads.
+"""Package a model trained with this project into a folder ``magnet_jax.models.load_model`` loads
+(``MAGNeT`` or ``MusicGen``, as the run's lm section says: ``magnet.json``'s ``kind``).
 
 ``magnet-jax train`` and ``magnet-jax train-codec`` leave workdirs of orbax train states (params,
 optimizer, EMA, data position). ``export_trained`` takes the latest (or a chosen) checkpoint of
@@ -21,7 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from magnet_jax.lm.config import LMConfig
+from magnet_jax.train.config import lm_family, lm_from_json
 
 
 class ExportError(ValueError):
@@ -85,9 +86,10 @@ def export_trained(lm_workdir: str | Path, codec_workdir: str | Path, out: str |
                    generation: dict[str, Any] | None = None, extra_meta: dict[str, Any] | None = None) -> Path:
     """Write the converted folder of a trained LM + codec pair; returns its path.
 
-    ``generation``: default sampler parameters stored with the model (``SamplerConfig`` fields,
+    ``generation``: default sampler parameters stored with a MAGNeT (``SamplerConfig`` fields,
     applied by ``MAGNeT.load_converted``) on top of audiocraft's defaults with MAGNeT's step
     schedule (20 steps for the first codebook, 10 for the others) sized to the LM's codebooks.
+    A MusicGen keeps audiocraft's generation defaults (its parameters are set per call).
 
     Checks that the pair belongs together (codebooks, card, frame rate) before writing, so a
     mismatched export is one clear error, not a model that decodes noise.
@@ -99,7 +101,11 @@ def export_trained(lm_workdir: str | Path, codec_workdir: str | Path, out: str |
     from magnet_jax.models.sources import FORMAT
 
     config, params, step = restore_lm_params(lm_workdir, step, use_ema)
-    lm_cfg = LMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["lm"].items()})
+    lm_cfg = lm_from_json(config["lm"])
+    kind = lm_family(lm_cfg)
+    if kind == "musicgen" and generation:
+        raise ExportError(f"--generation sets MAGNeT's sampler ({sorted(generation)}); a MusicGen takes its "
+                          f"parameters at generation time (generate --cfg-coef / --top-k / --duration ...)")
     codec_cfg, codec = _codec_of(codec_workdir, codec_step)
     try:
         _check_compatible(lm_cfg, codec_cfg)
@@ -116,13 +122,17 @@ def export_trained(lm_workdir: str | Path, codec_workdir: str | Path, out: str |
             raise ExportError(f"{lm_workdir} is text-conditioned but its checkpoint has no text projection")
         proj = params["text"]["output_proj"]
         text_params = {"weight": np.asarray(proj["kernel"]).T, "bias": np.asarray(proj["bias"])}
-    meta = {"format": FORMAT, "source": f"magnet-jax export of {Path(lm_workdir).absolute()} (step {step})",
+    if kind == "magnet":
+        family_meta = {"generation": {"decoding_steps": [20] + [10] * (lm_cfg.n_q - 1), **(generation or {})}}
+    else:
+        family_meta = {"stereo_interleave": False}      # trained on one codec stream's codebooks
+    meta = {"format": FORMAT, "kind": kind,
+            "source": f"magnet-jax export of {Path(lm_workdir).absolute()} (step {step})",
             "files": [str(Path(lm_workdir).absolute()), str(Path(codec_workdir).absolute())],
             "lm": dataclasses.asdict(lm.cfg), "codec": dataclasses.asdict(codec_cfg), "text": text,
             "text_encoder": None, "text_max_tokens": config.get("text", {}).get("max_tokens"),
             "xp_cfg": None, "trained": {"lm_step": step, "ema": bool(use_ema)},
-            "generation": {"decoding_steps": [20] + [10] * (lm_cfg.n_q - 1), **(generation or {})},
-            **(extra_meta or {})}
+            **family_meta, **(extra_meta or {})}
     return _write_converted(Path(out), meta, lm, codec, text_params, save_lm)
 
 

@@ -21,6 +21,9 @@ def ablate_span(config: dict, workdir: str | Path, span_lens: list[int], *, enco
         raise ValueError(f"span lengths must be positive integers, got {span_lens}")
     if len(set(span_lens)) != len(span_lens):
         raise ValueError(f"span lengths repeat: {span_lens}")
+    if not hasattr(config["lm"], "span_len"):
+        raise ValueError(f"ablate-span varies MAGNeT's masking span; {type(config['lm']).__name__} masks nothing "
+                         f"(use a MAGNeT config such as configs/tiny_lm.py)")
     T = config["lm"].sequence_len
     if max(span_lens) > T:
         raise ValueError(f"span length {max(span_lens)} exceeds the sequence length {T}")

@@ -5,6 +5,10 @@ A config file (``configs/*.py``) returns ``{"lm": LMConfig, "train": TrainConfig
 "finetune": FinetuneConfig}``; ``key=value`` overrides reach every field
 (``train.steps=200``, ``mesh.fsdp=4``, ``optim.optimizer=adamw``). ``check_config`` names a
 missing or unknown section and impossible combinations before anything is built.
+
+The ``lm`` section's type is the model family a run trains (``LM_FAMILIES``): an ``LMConfig``
+trains MAGNeT, a ``MusicGenConfig`` MusicGen (``train.loop.objective`` picks the loss from it).
+A run's config.json records it as ``lm.family``.
 """
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ import dataclasses
 from typing import Any
 
 from magnet_jax.config_loader import check_finite
-from magnet_jax.lm.config import LMConfig
+from magnet_jax.lm.config import LMConfig, TokenLMConfig
+from magnet_jax.lm.musicgen import MusicGenConfig
 from magnet_jax.train.optim import OptimConfig
 
 SECTIONS = ("lm", "train", "optim", "mesh", "data", "text", "finetune")
@@ -135,12 +140,25 @@ class FinetuneConfig:
     freeze: str = ""
 
 
-def default_config(lm: LMConfig) -> dict[str, Any]:
+def default_config(lm: TokenLMConfig) -> dict[str, Any]:
     return {"lm": lm, "train": TrainConfig(), "optim": OptimConfig(), "mesh": MeshConfig(),
             "data": DataConfig(), "text": TextConfig(), "finetune": FinetuneConfig()}
 
 
-SECTION_TYPES: dict[str, type] = {"lm": LMConfig, "train": TrainConfig, "optim": OptimConfig, "mesh": MeshConfig,
+LM_FAMILIES: dict[str, type[TokenLMConfig]] = {"magnet": LMConfig, "musicgen": MusicGenConfig}
+FAMILY_KEY = "family"           # config.json's lm.family (absent in runs from before MusicGen: MAGNeT)
+
+
+def lm_family(lm: TokenLMConfig) -> str:
+    """The family name of an lm section: 'magnet' or 'musicgen'."""
+    for name, kind in LM_FAMILIES.items():
+        if type(lm) is kind:
+            return name
+    raise ValueError(f"config['lm'] is a {type(lm).__name__}; a training config's lm is one of "
+                     f"{', '.join(k.__name__ for k in LM_FAMILIES.values())}")
+
+
+SECTION_TYPES: dict[str, type] = {"lm": TokenLMConfig, "train": TrainConfig, "optim": OptimConfig, "mesh": MeshConfig,
                                   "data": DataConfig, "text": TextConfig, "finetune": FinetuneConfig}
 
 
@@ -152,6 +170,7 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
     if unknown or missing:
         raise ValueError(f"training config: unknown sections {unknown}, missing sections {missing} "
                          f"(a training config has {list(SECTIONS)})")
+    lm_family(config["lm"])          # the lm section: one of LM_FAMILIES (not just any TokenLMConfig)
     for name, kind in types.items():
         if not isinstance(config[name], kind):
             raise ValueError(f"config[{name!r}] is a {type(config[name]).__name__}, expected {kind.__name__}")
@@ -159,6 +178,9 @@ def check_config(config: dict[str, Any]) -> dict[str, Any]:
         check_finite(config[name], name)
     check_schedule(config["optim"], config["train"].steps, "optim")
     weights, n_q = config["train"].stage_weights, config["lm"].n_q
+    if weights and lm_family(config["lm"]) != "magnet":
+        raise ValueError("train.stage_weights weighs MAGNeT's stages; MusicGen trains every codebook in every "
+                         "step: leave it empty")
     if weights and len(weights) != n_q:
         raise ValueError(f"train.stage_weights has {len(weights)} entries but the LM has {n_q} codebooks; "
                          f"give one weight per stage (e.g. train.stage_weights={','.join(['1'] * n_q)})")
@@ -178,10 +200,28 @@ def check_schedule(oc: OptimConfig, steps: int, section: str) -> None:
 
 
 def to_json(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: dataclasses.asdict(v) for k, v in config.items()}
+    """Every section as JSON; the lm section says its family first."""
+    out = {k: dataclasses.asdict(v) for k, v in config.items()}
+    if "lm" in config:
+        out["lm"] = {FAMILY_KEY: lm_family(config["lm"]), **out["lm"]}
+    return out
+
+
+def lm_from_json(data: dict[str, Any]) -> TokenLMConfig:
+    """The lm section of a config.json (``to_json``) as its family's config."""
+    from magnet_jax.config_loader import sections_from_json
+    data = dict(data)
+    family = data.pop(FAMILY_KEY, "magnet")
+    if family not in LM_FAMILIES:
+        raise ValueError(f"config.json names lm.family {family!r}; this version trains {sorted(LM_FAMILIES)}")
+    return sections_from_json({"lm": data}, {"lm": LM_FAMILIES[family]})["lm"]
 
 
 def from_json(data: dict[str, Any]) -> dict[str, Any]:
     """A run's config back from its config.json (``to_json``)."""
     from magnet_jax.config_loader import sections_from_json
-    return check_config(sections_from_json(data, SECTION_TYPES))
+    if "lm" not in data:
+        raise ValueError("saved config has no section 'lm'")
+    rest = sections_from_json({k: v for k, v in data.items() if k != "lm"},
+                              {k: v for k, v in SECTION_TYPES.items() if k != "lm"})
+    return check_config({"lm": lm_from_json(data["lm"]), **rest})

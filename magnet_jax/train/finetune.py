@@ -1,8 +1,8 @@
 """Starting weights for fine-tuning: a converted LM folder (orbax, ``magnet-jax convert-lm``) or
 an audiocraft ``state_dict.bin`` (the released export, or a bare state dict).
 
-The checkpoint's architecture must equal the run's ``lm`` config (dim, heads, layers, FFN, n_q,
-card, cross-attention); training-only fields (compute_dtype, span_len, segment length) come from
+The checkpoint's architecture must equal the run's ``lm`` config (model family, dim, heads, layers,
+FFN, n_q, card, cross-attention; MusicGen's delays); training-only fields (compute_dtype, span_len, segment length) come from
 the run. From an audiocraft file the text projection (``condition_provider...output_proj``) is
 loaded too when the run is text-conditioned; a converted folder holds the LM only, so the
 projection starts fresh (reported in the run summary).
@@ -14,21 +14,26 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
-from magnet_jax.lm.config import LMConfig
+from magnet_jax.lm.config import TokenLMConfig
+from magnet_jax.lm.musicgen import MusicGenConfig
 
 ARCH_FIELDS = ("dim", "num_heads", "num_layers", "ffn_dim", "n_q", "card", "cross_attention")
 
 
-def check_architecture(have: LMConfig, want: LMConfig, source: str) -> None:
+def check_architecture(have: TokenLMConfig, want: TokenLMConfig, source: str) -> None:
+    if type(have) is not type(want):     # same shapes, another model: MAGNeT weights in a MusicGen run
+        raise ValueError(f"{source} holds a {type(have).__name__} LM but the run's lm config is a "
+                         f"{type(want).__name__}; fine-tune a checkpoint of the run's model family")
+    fields = ARCH_FIELDS + (("delays",) if isinstance(want, MusicGenConfig) else ())
     diff = [f"{f}: checkpoint {getattr(have, f)}, config {getattr(want, f)}"
-            for f in ARCH_FIELDS if getattr(have, f) != getattr(want, f)]
+            for f in fields if getattr(have, f) != getattr(want, f)]
     if diff:
         raise ValueError(f"{source} does not fit the run's lm config ({'; '.join(diff)}); "
                          f"use the config of the released model (e.g. configs/magnet_small.py) "
                          f"or override lm.* to match")
 
 
-def load_pretrained(path: str, lm_cfg: LMConfig, text_width: int | None) -> tuple[dict, dict]:
+def load_pretrained(path: str, lm_cfg: TokenLMConfig, text_width: int | None) -> tuple[dict, dict]:
     """(pure params {"lm": ..., "text"?: ...} as numpy, info). ``text`` only when it was loaded."""
     p = Path(path)
     info: dict = {"init_from": str(p)}

@@ -1,8 +1,12 @@
-"""The MAGNeT training loop, top to bottom: mesh -> model -> state -> jitted step -> loop.
+"""The token LMs' training loop, top to bottom: mesh -> model -> state -> jitted step -> loop.
 
+    family     the lm section's type picks the model and its objective (``objective``): an
+               LMConfig trains MAGNeT (masked stages, metrics per stage), a MusicGenConfig
+               MusicGen (next step over the delay pattern, metrics per codebook); everything
+               else (data, state, step, checkpoints, mesh, logging) is the same code
     mesh       make_mesh(mesh.data, mesh.fsdp, mesh.tensor) over every process's devices
-    model      MagnetLM (+ TextConditioner when text-conditioned), from scratch or finetune.init_from;
-               float32 master weights, compute in lm.compute_dtype (bfloat16 on accelerators)
+    model      MagnetLM or MusicGenLM (+ TextConditioner when text-conditioned), from scratch or
+               finetune.init_from; float32 master weights, compute in lm.compute_dtype
     state      params / optimizer / EMA / step / rng / non-finite counters, sharded by the
                rules table (FSDP: 'embed' over 'fsdp'; Megatron: heads / mlp / vocab over 'tensor')
     step       one jax.jit over the state with in/out shardings and the state donated:
@@ -33,10 +37,11 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
+from magnet_jax.lm.ar_objective import musicgen_loss
 from magnet_jax.lm.objective import magnet_loss, span_count_lut
 from magnet_jax.train import sharding
 from magnet_jax.train.checkpointing import Checkpoints, PreemptionGuard
-from magnet_jax.train.config import check_config, to_json
+from magnet_jax.train.config import FAMILY_KEY, check_config, lm_family, to_json
 from magnet_jax.train.data import Batches, check_model_matches_data, load_text_encoder, split_exists
 from magnet_jax.train.metrics import MetricsWriter, device_peak_flops, plot_losses, train_step_flops
 from magnet_jax.train.optim import effective_lr, ema_update, make_optimizer
@@ -69,6 +74,75 @@ class Trainer:
     init_info: dict
     train_step: Callable
     eval_step: Callable
+    objective: Objective
+
+
+# ---------------------------------------------------------------- the family's objective
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """How one model family trains; ``objective(config)`` picks it from the lm section's type.
+
+    loss(lm, codes, cond, key, padding_mask): the training loss, a NamedTuple whose fields are
+        the step's metrics (``loss`` and ``accuracy`` first; MAGNeT adds its stage and masked
+        fraction, MusicGen its cross-entropy and accuracy per codebook)
+    evaluate(lm, codes, cond, key, padding_mask): (cross-entropy [n_q], accuracy [n_q]) with CFG
+        dropout off, per stage (MAGNeT: one masked pass per stage) or per codebook (MusicGen)
+    part: what those n_q entries are named after in metrics.jsonl ('stage' or 'codebook')
+    per_part(metrics): (index, loss, accuracy) per part, from one step's host metrics
+    """
+    family: str
+    loss: Callable
+    evaluate: Callable
+    part: str
+    per_part: Callable[[dict], list[tuple[int, float, float]]]
+
+
+def objective(config: dict, mask_rate: float | None = None) -> Objective:
+    """The objective of the config's model family (``mask_rate``: MAGNeT's diagnostic validation)."""
+    if lm_family(config["lm"]) == "musicgen":
+        if mask_rate is not None:
+            raise ValueError("mask_rate is MAGNeT's; MusicGen masks nothing")
+        return _musicgen_objective(config)
+    return _magnet_objective(config, mask_rate)
+
+
+def _magnet_objective(config: dict, mask_rate: float | None) -> Objective:
+    lm_cfg, tc, txc = config["lm"], config["train"], config["text"]
+    lut = jnp.asarray(span_count_lut(lm_cfg.sequence_len, lm_cfg.span_len))
+    probs = (jnp.asarray(tc.stage_weights, jnp.float32) / sum(tc.stage_weights)) if tc.stage_weights else None
+
+    def loss(lm, codes, cond, key, padding_mask):
+        return magnet_loss(lm, codes, cond, key, lut=lut, cfg_dropout=txc.cfg_dropout,
+                           padding_mask=padding_mask, remat=tc.remat, stage_probs=probs)
+
+    def evaluate(lm, codes, cond, key, padding_mask):
+        def one_stage(s):   # lax.map: one compiled stage body instead of n_q unrolled copies
+            out = magnet_loss(lm, codes, cond, jax.random.fold_in(key, s), lut=lut, cfg_dropout=0.0,
+                              padding_mask=padding_mask, stage=s, mask_rate=mask_rate)
+            return out.loss, out.accuracy
+        return jax.lax.map(one_stage, jnp.arange(lm_cfg.n_q, dtype=jnp.int32))
+
+    def per_part(m: dict) -> list[tuple[int, float, float]]:
+        return list(zip(m["stage"].tolist(), m["loss"].tolist(), m["accuracy"].tolist()))
+    return Objective("magnet", loss, evaluate, "stage", per_part)
+
+
+def _musicgen_objective(config: dict) -> Objective:
+    tc, txc = config["train"], config["text"]
+
+    def loss(lm, codes, cond, key, padding_mask):
+        return musicgen_loss(lm, codes, cond, key, cfg_dropout=txc.cfg_dropout, padding_mask=padding_mask,
+                             remat=tc.remat)
+
+    def evaluate(lm, codes, cond, key, padding_mask):
+        out = musicgen_loss(lm, codes, cond, key, cfg_dropout=0.0, padding_mask=padding_mask)
+        return out.ce_per_codebook, out.accuracy_per_codebook
+
+    def per_part(m: dict) -> list[tuple[int, float, float]]:     # [micro-batches, K] each
+        return [(k, float(ce), float(acc)) for ces, accs in zip(m["ce_per_codebook"], m["accuracy_per_codebook"])
+                for k, (ce, acc) in enumerate(zip(ces, accs))]
+    return Objective("musicgen", loss, evaluate, "codebook", per_part)
 
 
 # ---------------------------------------------------------------- the step functions
@@ -82,16 +156,14 @@ def _split_micro(x: jax.Array, accum: int) -> jax.Array:
 
 
 def make_loss_fn(graphdef, config: dict, text: bool):
-    """(params, batch, key, poison) -> (loss, LossOutput): text projection, then MAGNeT's loss."""
-    lm_cfg, tc, txc = config["lm"], config["train"], config["text"]
-    lut = jnp.asarray(span_count_lut(lm_cfg.sequence_len, lm_cfg.span_len))
-    probs = (jnp.asarray(tc.stage_weights, jnp.float32) / sum(tc.stage_weights)) if tc.stage_weights else None
+    """(params, batch, key, poison) -> (loss, the objective's output): text projection, then the
+    loss of the config's family (``objective``)."""
+    family_loss = objective(config).loss
 
     def loss_fn(params, mb, key, poison):
         model = nnx.merge(graphdef, params)
         cond = model.text(mb["text_hidden"], mb["text_mask"]) if text else None
-        out = magnet_loss(model.lm, mb["codes"], cond, key, lut=lut, cfg_dropout=txc.cfg_dropout,
-                          padding_mask=mb["padding_mask"], remat=tc.remat, stage_probs=probs)
+        out = family_loss(model.lm, mb["codes"], cond, key, mb["padding_mask"])
         loss = out.loss * (1.0 + poison)        # poison = NaN only under fault injection
         return loss, out._replace(loss=loss)
     return loss_fn
@@ -139,8 +211,7 @@ def make_train_step(graphdef, config: dict, tx, schedule, mask: dict, text: bool
         out_state["step"] = state["step"] + 1
         out_state["nonfinite_total"] = state["nonfinite_total"] + bad
         out_state["nonfinite_run"] = jnp.where(finite, 0, state["nonfinite_run"] + 1)
-        metrics = {"loss": outs.loss, "accuracy": outs.accuracy, "stage": outs.stage,
-                   "masked_fraction": outs.masked_fraction, "grad_norm": grad_norm, "lr": lr,
+        metrics = {**outs._asdict(), "grad_norm": grad_norm, "lr": lr,     # the objective's fields first
                    "finite": finite, "nonfinite_run": out_state["nonfinite_run"],
                    "nonfinite_total": out_state["nonfinite_total"]}
         return out_state, metrics
@@ -149,20 +220,14 @@ def make_train_step(graphdef, config: dict, tx, schedule, mask: dict, text: bool
 
 
 def make_eval_step(graphdef, config: dict, text: bool, mask_rate: float | None = None):
-    """Cross-entropy and accuracy of every stage on one batch (conditional, fixed masks; mask
-    rates from the cosine schedule, or all ``mask_rate``)."""
-    lm_cfg = config["lm"]
-    lut = jnp.asarray(span_count_lut(lm_cfg.sequence_len, lm_cfg.span_len))
+    """Cross-entropy and accuracy [n_q] on one batch, conditional: of every stage (MAGNeT: fixed
+    masks, mask rates from the cosine schedule or all ``mask_rate``) or every codebook (MusicGen)."""
+    evaluate = objective(config, mask_rate).evaluate
 
     def step(params, batch, key):
         model = nnx.merge(graphdef, params)
         cond = model.text(batch["text_hidden"], batch["text_mask"]) if text else None
-
-        def one_stage(s):   # lax.map: one compiled stage body instead of n_q unrolled copies
-            out = magnet_loss(model.lm, batch["codes"], cond, jax.random.fold_in(key, s), lut=lut,
-                              cfg_dropout=0.0, padding_mask=batch["padding_mask"], stage=s, mask_rate=mask_rate)
-            return out.loss, out.accuracy
-        return jax.lax.map(one_stage, jnp.arange(lm_cfg.n_q, dtype=jnp.int32))
+        return evaluate(model.lm, batch["codes"], cond, key, batch["padding_mask"])
 
     return step
 
@@ -254,7 +319,7 @@ def build_trainer(config: dict, encoder: Any = "load") -> Trainer:
                     in_shardings=(param_sh, batch_sh, replicated), out_shardings=replicated))
     train_step, eval_step = _STEP_CACHE[key]
     return Trainer(config, mesh, graphdef, encoder, text_width, tx, schedule, mask, param_sh, state_sh,
-                   abstract_state, init_params, init_info, train_step, eval_step)
+                   abstract_state, init_params, init_info, train_step, eval_step, objective(config))
 
 
 def place(tree: Any, shardings: Any) -> Any:
@@ -303,8 +368,8 @@ def abstract_with_shardings(trainer: Trainer) -> dict:
 # ---------------------------------------------------------------- validation
 
 def validate(trainer: Trainer, state: dict, data: Batches, batches: int) -> dict:
-    """Mean per-stage cross-entropy / accuracy over the first ``batches`` validation batches
-    (the same batches and masks every time: a low-noise curve)."""
+    """Mean cross-entropy / accuracy per stage (MAGNeT) or codebook (MusicGen) over the first
+    ``batches`` validation batches (the same batches and masks every time: a low-noise curve)."""
     tc = trainer.config["train"]
     params = state["ema"] if (tc.eval_ema and "ema" in state) else state["params"]
     data.restart()
@@ -321,9 +386,9 @@ def validate(trainer: Trainer, state: dict, data: Batches, batches: int) -> dict
             accs.append(host(a))
     if not losses:
         return {}
-    loss, acc = np.mean(losses, axis=0), np.mean(accs, axis=0)
-    row = {f"ce_stage{s}": float(v) for s, v in enumerate(loss)}
-    row.update({f"accuracy_stage{s}": float(v) for s, v in enumerate(acc)})
+    loss, acc, part = np.mean(losses, axis=0), np.mean(accs, axis=0), trainer.objective.part
+    row = {f"ce_{part}{s}": float(v) for s, v in enumerate(loss)}
+    row.update({f"accuracy_{part}{s}": float(v) for s, v in enumerate(acc)})
     row["ce"] = float(loss.mean())
     row["batches"] = len(losses)
     row["weights"] = "ema" if (tc.eval_ema and "ema" in state) else "params"
@@ -333,10 +398,12 @@ def validate(trainer: Trainer, state: dict, data: Batches, batches: int) -> dict
 # ---------------------------------------------------------------- the loop
 
 class _Window:
-    """Running sums of the train metrics between two log rows."""
+    """Running sums of the train metrics between two log rows; per stage or codebook as the
+    objective reports them (``Objective.per_part``)."""
 
-    def __init__(self, n_q: int):
+    def __init__(self, n_q: int, per_part: Callable[[dict], list[tuple[int, float, float]]]):
         self.n_q = n_q
+        self.per_part = per_part
         self.reset()
 
     def reset(self) -> None:
@@ -354,7 +421,7 @@ class _Window:
         self.loss.extend(m["loss"].tolist())
         self.acc.extend(m["accuracy"].tolist())
         self.gnorm.append(float(m["grad_norm"]))
-        for s, l, a in zip(m["stage"].tolist(), m["loss"].tolist(), m["accuracy"].tolist()):
+        for s, l, a in self.per_part(m):
             self.stage_loss[s].append(l)
             self.stage_acc[s].append(a)
 
@@ -399,8 +466,9 @@ def train(config: dict, workdir: str | Path, *, encoder: Any = "load",
     peak = device_peak_flops(tc.peak_tflops)
     tokens_per_step = tc.batch_size * lm_cfg.n_q * T
     poison_steps = set(tc.inject_nan_steps)
-    window = _Window(lm_cfg.n_q)
-    summary = {"workdir": str(workdir), "resumed_from": start or None, "devices": jax.device_count(),
+    window, part = _Window(lm_cfg.n_q, trainer.objective.per_part), trainer.objective.part
+    summary = {"workdir": str(workdir), "family": trainer.objective.family, "resumed_from": start or None,
+               "devices": jax.device_count(),
                "processes": jax.process_count(), "mesh": dict(mesh.shape), **trainer.init_info,
                "train_step_flops": step_flops, "flop_formula": "3 x forward_flops (magnet_jax/train/metrics.py)"}
     stop_reason, step, pending, first_loss, last_loss = "finished", start, None, None, None
@@ -430,8 +498,8 @@ def train(config: dict, workdir: str | Path, *, encoder: Any = "load",
                    "steps_per_s": window.steps / dt, "tokens_per_s": window.steps * tokens_per_step / dt,
                    "mfu": (window.steps * step_flops / dt / (peak * jax.device_count())) if peak else None}
             for s in range(lm_cfg.n_q):
-                row[f"loss_stage{s}"] = _mean(window.stage_loss[s])
-                row[f"accuracy_stage{s}"] = _mean(window.stage_acc[s])
+                row[f"loss_{part}{s}"] = _mean(window.stage_loss[s])
+                row[f"accuracy_{part}{s}"] = _mean(window.stage_acc[s])
             metrics.write(done_step, "train", row)
             bar.set_postfix(loss=f"{row['loss']:.3f}" if row["loss"] is not None else "nan",
                             tok_s=f"{row['tokens_per_s']:.0f}")
@@ -478,7 +546,8 @@ def train(config: dict, workdir: str | Path, *, encoder: Any = "load",
                     "first_loss": first_loss, "last_loss": last_loss,
                     "nonfinite_total": int(host(state["nonfinite_total"])), "valid": last_valid or None})
     if lead:
-        plot_losses(workdir / "metrics.jsonl", workdir / "loss.png")
+        plot_losses(workdir / "metrics.jsonl", workdir / "loss.png",
+                    title=f"{'MusicGen' if trainer.objective.family == 'musicgen' else 'MAGNeT'} training")
         (workdir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     summary["state"] = state
     return summary
@@ -494,10 +563,14 @@ def _check_or_write_config(workdir: Path, config: dict) -> None:
 
 
 def field_defaults(config: dict) -> dict[str, dict]:
-    """Per dataclass section of ``config``, the JSON of each field's default value."""
-    return json.loads(json.dumps({name: {f.name: f.default for f in dataclasses.fields(obj)
-                                         if f.default is not dataclasses.MISSING}
-                                  for name, obj in config.items() if dataclasses.is_dataclass(obj)}))
+    """Per dataclass section of ``config``, the JSON of each field's default value; a train
+    config's ``lm.family`` defaults to 'magnet' (config.json had no family before MusicGen)."""
+    defaults = json.loads(json.dumps({name: {f.name: f.default for f in dataclasses.fields(obj)
+                                             if f.default is not dataclasses.MISSING}
+                                      for name, obj in config.items() if dataclasses.is_dataclass(obj)}))
+    if "lm" in defaults:
+        defaults["lm"][FAMILY_KEY] = "magnet"
+    return defaults
 
 
 def has_checkpoints(directory: Path) -> bool:

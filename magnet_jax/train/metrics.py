@@ -37,9 +37,12 @@ def device_peak_flops(override_tflops: float = 0.0) -> float | None:
 
 
 def train_step_flops(lm_cfg, batch: int, T: int, S: int, text_width: int) -> float:
-    """FLOPs of one training step (forward + backward) at global batch ``batch``."""
+    """FLOPs of one training step (forward + backward) at global batch ``batch``: MAGNeT's loss
+    needs one stage's head, MusicGen's every codebook's (over T steps of the delay pattern)."""
     from magnet_jax.lm.flops import forward_flops
-    forward = forward_flops(lm_cfg, rows=batch, T=T, S=S, cross_rows=batch if S else 0, heads=1)
+    from magnet_jax.lm.musicgen import MusicGenConfig
+    heads = lm_cfg.n_q if isinstance(lm_cfg, MusicGenConfig) else 1
+    forward = forward_flops(lm_cfg, rows=batch, T=T, S=S, cross_rows=batch if S else 0, heads=heads)
     forward += 2 * batch * S * text_width * lm_cfg.dim if S else 0
     return 3.0 * forward
 
@@ -107,7 +110,7 @@ def plot_losses(jsonl: str | Path, out: str | Path, title: str = "MAGNeT trainin
     fig, ax = plt.subplots(figsize=(7, 4))
     if train:
         ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="train loss", lw=1)
-    stages = sorted({k for r in valid for k in r if k.startswith("ce_stage")})
+    stages = sorted({k for r in valid for k in r if k.startswith(("ce_stage", "ce_codebook"))})
     for k in stages:
         pts = [(r["step"], r[k]) for r in valid if r.get(k) is not None]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=f"valid {k}")

@@ -1,6 +1,7 @@
 """What is trained and what a checkpoint holds.
 
-``TrainModel`` = the MAGNeT LM plus, when text-conditioned, the ``TextConditioner``
+``TrainModel`` = the token LM (``MagnetLM`` for an ``LMConfig``, ``MusicGenLM`` for a
+``MusicGenConfig``: ``lm.convert.model_class``) plus, when text-conditioned, the ``TextConditioner``
 (output_proj), trained jointly as audiocraft trains ``condition_provider``'s projection; the text
 encoder itself stays frozen outside. The train state is a plain pytree of arrays:
 
@@ -26,8 +27,9 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from magnet_jax.seeds import seed_key
-from magnet_jax.lm.config import LMConfig
-from magnet_jax.lm.model import MagnetLM
+from magnet_jax.lm.config import TokenLMConfig
+from magnet_jax.lm.convert import model_class
+from magnet_jax.lm.model import CodebookLM
 from magnet_jax.text.conditioner import TextConditioner
 from magnet_jax.train import sharding
 
@@ -35,14 +37,15 @@ from magnet_jax.train import sharding
 class TrainModel(nnx.Module):
     """The trained modules: ``lm`` and ``text`` (output_proj; None when unconditional)."""
 
-    def __init__(self, lm: MagnetLM, text: TextConditioner | None):
+    def __init__(self, lm: CodebookLM, text: TextConditioner | None):
         self.lm = lm
         self.text = text
 
 
-def build_model(lm_cfg: LMConfig, text_width: int | None, seed: int) -> TrainModel:
+def build_model(lm_cfg: TokenLMConfig, text_width: int | None, seed: int) -> TrainModel:
+    """The config's family of LM (and the text projection when ``text_width``), freshly initialised."""
     rngs = nnx.Rngs(seed)
-    lm = MagnetLM(lm_cfg, rngs=rngs)
+    lm = model_class(lm_cfg)(lm_cfg, rngs=rngs)
     text = TextConditioner(text_width, lm_cfg.dim, rngs) if text_width else None
     return TrainModel(lm, text)
 
