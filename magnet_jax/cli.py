@@ -24,6 +24,7 @@ VERB_MODULES: tuple[str, ...] = (
     "magnet_jax.train.cli",     # train, ablate-span
     "magnet_jax.codec.training.cli",  # train-codec, eval-codec
     "magnet_jax.eval.cli",      # eval, probe-captions
+    "magnet_jax.serve.cli",     # serve
 )
 
 

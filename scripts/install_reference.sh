@@ -33,3 +33,10 @@ $PY -m pip install -q --no-deps torchvggish==0.2 resampy==0.4.3
 # their pins (numpy<2, torchaudio, timm, wandb) are not needed on the embedding path
 $PY -m pip install -q --no-deps laion_clap==1.1.7 torchlibrosa==0.1.0 h5py==3.16.0 pandas==3.1.1 \
     braceexpand==0.1.7 webdataset==1.0.2 wget==3.2 ftfy==6.3.1 wcwidth hear21passt==0.0.26
+# the browser test of magnet-jax serve's page (tests/test_serve.py): playwright drives Debian's chromium
+# by its path, so `playwright install` (a browser download) is never run
+$PY -m pip install -q "playwright>=1.40"
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ]; then APT=""; else APT="sudo"; fi
+    $APT apt-get update -qq && DEBIAN_FRONTEND=noninteractive $APT apt-get install -y -qq chromium
+fi
