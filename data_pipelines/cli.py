@@ -67,9 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--clips-per-shard", type=int, default=64)
     t.add_argument("--decode-workers", type=int, default=2)
     t.add_argument("--max-shards", type=int, help="write at most this many new shards, then stop")
-    t.add_argument("--process-index", type=int, help="default: jax.process_index()")
+    t.add_argument("--process-index", type=int, help="split the work by hand, without jax.distributed "
+                                                     "(default: jax.process_index())")
     t.add_argument("--process-count", type=int, help="default: jax.process_count()")
     t.add_argument("--no-progress", action="store_true")
+    from magnet_jax.train.cli import add_distributed_flags
+    add_distributed_flags(t)
     t.set_defaults(func=tokenize)
 
 
@@ -113,6 +116,8 @@ def tokenize(args: argparse.Namespace) -> int:
     from data_pipelines.tokenize import tokenize as run
 
     check_tokenize_args(args)
+    from magnet_jax.train.cli import start_distributed
+    start_distributed(args)
     try:
         manifest = read_manifest(args.source, args.format, args.audio_dir)
         encoder = CodecEncoder.from_name(args.codec, args.batch_size, weights=args.codec_weights,
@@ -122,15 +127,35 @@ def tokenize(args: argparse.Namespace) -> int:
                                  segment_duration=args.segment_duration,
                                  min_segment_ratio=args.min_segment_ratio, normalize=args.normalize)
         pi, pc = _process(args)
+        together = pc > 1 and args.process_index is None      # processes of one jax.distributed job
         opts = TokenizeOptions(split=args.split, clips_per_shard=args.clips_per_shard,
                                decode_workers=args.decode_workers, process_index=pi,
                                process_count=pc, max_shards=args.max_shards,
-                               progress=not args.no_progress)
-        summary = run(manifest, encoder, settings, args.out, opts, _text_embedder(args))
+                               progress=not args.no_progress, finalize=not together)
+        text = _text_embedder(args)
+        summary = run(manifest, encoder, settings, args.out, opts, text)
+        if together:
+            summary = _finish_together(args.out, manifest, encoder, opts, summary, text is not None)
     except (ValueError, FileNotFoundError, KeyError, TypeError) as err:
         raise UserError(str(err)) from None
     print(json.dumps(summary, indent=1))
     return 0
+
+
+def _finish_together(out: Path, manifest, encoder, opts, summary: dict, text_embedding: bool) -> dict:
+    """Every process of a jax.distributed job has written its shards: process 0 alone writes
+    the split's metadata (no two processes race on the same files), then everyone returns."""
+    import dataclasses
+
+    from jax.experimental import multihost_utils
+
+    from data_pipelines.tokenize import finish
+    multihost_utils.sync_global_devices("tokenize: every process wrote its shards")
+    if opts.process_index == 0:
+        summary = finish(out, manifest, encoder, dataclasses.replace(opts, finalize=True),
+                         summary["this_run"], text_embedding)
+    multihost_utils.sync_global_devices("tokenize: the split is finalized")
+    return summary
 
 
 def check_tokenize_args(args: argparse.Namespace) -> None:

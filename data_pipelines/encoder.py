@@ -60,6 +60,7 @@ class CodecEncoder:
         graphdef, state = nnx.split(model)
         self.fingerprint = f"{name}:{params_fingerprint(state)}"
         batch_sharding = logical_sharding(self.mesh, "batch", "channels", "time")
+        self._batch_sharding = batch_sharding
         replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         self._state = jax.device_put(state, replicated)
 
@@ -73,7 +74,10 @@ class CodecEncoder:
         if audio.shape[0] != self.batch_size:
             raise ValueError(f"batch of {audio.shape[0]} segments; this encoder was built for "
                              f"{self.batch_size} (pad the batch)")
-        return np.asarray(self._encode(self._state, np.asarray(audio, np.float32)))
+        # placed first: under jax.distributed a jit refuses host arrays with a sharding, even one
+        # over this process's own devices
+        batch = jax.device_put(np.asarray(audio, np.float32), self._batch_sharding)
+        return np.asarray(self._encode(self._state, batch))
 
     @classmethod
     def from_name(cls, codec: str, batch_size: int, *, weights: str | None = None, seed: int = 0,

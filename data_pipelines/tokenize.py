@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +60,8 @@ class TokenizeOptions:
     process_count: int = 1
     max_shards: int | None = None    # stop after this many new shards (time-sliced jobs)
     progress: bool = True
+    finalize: bool = True            # write the split's metadata here once every shard is done
+                                     # (a jax.distributed job: only process 0, after a barrier)
 
     def __post_init__(self) -> None:
         if self.clips_per_shard < 1:
@@ -131,7 +134,7 @@ def _check_or_write_fingerprint(out: Path, split: str, fp: dict) -> None:
         print(f"tokenize: no shard of split {split!r} in {out} was finished; starting it over with the "
               f"new {', '.join(diff)}", file=sys.stderr)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")      # one per process: several may start at once
     tmp.write_text(json.dumps(fp, indent=1, sort_keys=True))
     tmp.replace(path)
 
@@ -295,10 +298,17 @@ def tokenize(manifest: Manifest, encoder: SegmentEncoder, settings: AudioSetting
                 "shards_skipped": skipped, "shards_redone": redone, "audio_seconds": round(audio_s, 3),
                 "wall_seconds": round(wall, 3),
                 "audio_seconds_per_second": round(audio_s / wall, 3) if wall > 0 else None}
+    return finish(out, manifest, encoder, opts, this_run, text_embedder is not None)
+
+
+def finish(out: Path, manifest: Manifest, encoder: SegmentEncoder, opts: TokenizeOptions, this_run: dict,
+           text_embedding: bool) -> dict:
+    """The split's totals when every shard is done and ``opts.finalize`` (writing the metadata),
+    else how far the split is."""
+    n_shards = math.ceil(len(manifest.clips) / opts.clips_per_shard)
     done = [marker_path(out, opts.split, i).exists() for i in range(n_shards)]
-    if all(done):
-        return finalize(out, manifest, encoder, opts.split, n_shards, this_run,
-                        text_embedder is not None)
+    if all(done) and opts.finalize:
+        return finalize(Path(out), manifest, encoder, opts.split, n_shards, this_run, text_embedding)
     return {"split": opts.split, "finished": False, "shards_done": sum(done),
             "shards_total": n_shards, "this_run": this_run}
 
