@@ -49,6 +49,7 @@ def test_weight_zero_gives_plain_magnet_tokens_and_weight_one_changes_them():
                                             rescore_config=RescoreConfig(weight=w))) for w in (0.0, 1.0)}
     np.testing.assert_array_equal(got[0.0], want)
     assert (got[1.0] != want).any()          # the rescorer does reach the selection
+    assert len(rescoring._compiled) == 1     # the weight is an input: a sweep compiles once
 
 
 # -- a hand-computed stage ----------------------------------------------------------------------

@@ -65,7 +65,8 @@ DEFAULT_CFG_COEF = 3.0      # the rescorer's guidance: audiocraft's MusicGen def
 
 @dataclasses.dataclass(frozen=True)
 class RescoreConfig:
-    """Static rescoring options (part of the compiled program's signature).
+    """Rescoring options. ``stages`` and ``steps`` shape the compiled program (part of its
+    signature); ``weight`` and ``cfg_coef`` are passed in as values, so sweeping them reuses it.
 
     ``weight``: w in p = w * p_rescorer + (1 - w) * p_MAGNeT, in [0, 1];
     ``stages``: the stages (codebooks) rescored, None = all;
@@ -94,6 +95,15 @@ class RescoreConfig:
         if self.steps is not None and min(self.steps, default=0) < 0:
             raise ValueError(f"rescore steps {list(self.steps)}: step indices start at 0")
 
+    @property
+    def program(self) -> tuple:
+        """What the compiled program depends on (``weight`` and ``cfg_coef`` are its inputs)."""
+        return self.stages, self.steps
+
+    def knobs(self) -> jax.Array:
+        """The values passed into the compiled program: float32 [weight, cfg_coef]."""
+        return jnp.asarray([self.weight, self.cfg_coef], jnp.float32)
+
     def active_steps(self, stage: int, n_steps: int) -> np.ndarray:
         """bool [n_steps]: the steps of ``stage`` that are rescored."""
         on = np.zeros(n_steps, bool)
@@ -114,7 +124,7 @@ def check_rescorer(magnet: LMConfig, rescorer: MusicGenConfig) -> None:
                          f"(rescorer vs MAGNeT)")
 
 
-def blend(p_magnet: jax.Array, p_rescorer: jax.Array, weight: float) -> jax.Array:
+def blend(p_magnet: jax.Array, p_rescorer: jax.Array, weight: float | jax.Array) -> jax.Array:
     """The convex combination of Fig. 4: w * p_rescorer + (1 - w) * p_MAGNeT."""
     return weight * p_rescorer + (1.0 - weight) * p_magnet
 
@@ -128,7 +138,7 @@ def rescorer_sequence(codes: jax.Array, magnet_mask_id: int, model: MusicGenLM) 
 
 
 def rescorer_logits(model: MusicGenLM, codes: jax.Array, stage: int, cross_kv: jax.Array | None,
-                    cfg_coef: float, magnet_mask_id: int) -> jax.Array:
+                    cfg_coef: float | jax.Array, magnet_mask_id: int) -> jax.Array:
     """The rescorer's (guided) logits of codebook ``stage`` at every frame: [B, T, card].
     One causal forward over the pattern; frame t of codebook s is predicted at step t + delays[s]."""
     B, _, T = codes.shape
@@ -152,16 +162,25 @@ def token_probability(logits: jax.Array, tokens: jax.Array) -> jax.Array:
 @dataclasses.dataclass(frozen=True)
 class Rescorer:
     """The ``TokenRescorer`` handed to ``generate_tokens``: the rescorer model, its projected
-    condition (None: unconditional, no CFG), the options and MAGNeT's mask id."""
+    condition (None: unconditional, no CFG), the options, MAGNeT's mask id, and optionally
+    ``knobs`` = [weight, cfg_coef] as traced values (None: the config's numbers)."""
     model: MusicGenLM
     cross_kv: jax.Array | None
     config: RescoreConfig
     magnet_mask_id: int
+    knobs: jax.Array | None = None
+
+    @property
+    def weight(self) -> float | jax.Array:
+        return self.config.weight if self.knobs is None else self.knobs[0]
+
+    @property
+    def cfg_coef(self) -> float | jax.Array:
+        return self.config.cfg_coef if self.knobs is None else self.knobs[1]
 
     def probability(self, codes: jax.Array, stage: int, tokens: jax.Array) -> jax.Array:
         """p_rescorer of ``tokens`` [B, T] as codebook ``stage`` of ``codes``."""
-        logits = rescorer_logits(self.model, codes, stage, self.cross_kv, self.config.cfg_coef,
-                                 self.magnet_mask_id)
+        logits = rescorer_logits(self.model, codes, stage, self.cross_kv, self.cfg_coef, self.magnet_mask_id)
         return token_probability(logits, tokens)
 
     def stage_hook(self, stage: int, n_steps: int) -> StageHook | None:
@@ -171,7 +190,7 @@ class Rescorer:
 
         def hook(step: jax.Array, codes: jax.Array, sampled: jax.Array, p: jax.Array) -> jax.Array:
             def rescored() -> jax.Array:
-                return blend(p, self.probability(codes, stage, sampled), self.config.weight)
+                return blend(p, self.probability(codes, stage, sampled), self.weight)
             return jax.lax.cond(jnp.asarray(active)[step], rescored, lambda: p)
 
         return hook
@@ -181,7 +200,8 @@ class RescoringSampler(MagnetSampler):
     """``MagnetSampler`` with the rescorer inside the same compiled program.
 
     Shares the MAGNeT sampler's split weights (no copy); the rescorer is split once here and
-    placed on the same mesh. Compiles once per (sampler config, rescore config, shapes).
+    placed on the same mesh. Compiles once per (sampler config, rescored stages and steps,
+    shapes); the weight and the rescorer's CFG scale are inputs, so a sweep over them reuses it.
     """
 
     def __init__(self, sampler: MagnetSampler, rescorer: MusicGenLM):
@@ -197,14 +217,14 @@ class RescoringSampler(MagnetSampler):
 
     def _rescore_function(self, cfg: SamplerConfig, rcfg: RescoreConfig, length: int, prompt_len: int,
                           has_cond: bool, has_lengths: bool, has_rescore_cond: bool):
-        sig = (cfg, rcfg, length, prompt_len, has_cond, has_lengths, has_rescore_cond)
+        sig = (cfg, rcfg.program, length, prompt_len, has_cond, has_lengths, has_rescore_cond)
         if sig not in self._compiled:
             graphdef, rgraphdef, mask_id = self.graphdef, self.rescorer_graphdef, self.cfg.mask_id
 
-            def run(state, rstate, cond, rescore_cond, prompt, keys, cond_lengths):
+            def run(state, rstate, cond, rescore_cond, prompt, keys, cond_lengths, knobs):
                 model: MagnetLM = nnx.merge(graphdef, state)
                 rescorer: MusicGenLM = nnx.merge(rgraphdef, rstate)
-                rescore = Rescorer(rescorer, rescorer.project_condition(rescore_cond), rcfg, mask_id)
+                rescore = Rescorer(rescorer, rescorer.project_condition(rescore_cond), rcfg, mask_id, knobs)
                 return generate_tokens(model, cond, prompt, keys, cfg, length, prompt_len, cond_lengths, rescore)
 
             self._compiled[sig] = jax.jit(run, **self._shardings(has_cond, has_lengths, has_rescore_cond))
@@ -215,10 +235,11 @@ class RescoringSampler(MagnetSampler):
             return {}
         batch = sharding.logical_sharding(self.mesh, "batch", None, None)
         rows = sharding.logical_sharding(self.mesh, "batch")
+        repl = sharding.logical_sharding(self.mesh)
         return dict(in_shardings=(sharding.state_shardings(self.state, self.mesh),
                                   sharding.state_shardings(self.rescorer_state, self.mesh),
                                   batch if has_cond else None, batch if has_rescore_cond else None, batch,
-                                  sharding.logical_sharding(self.mesh), rows if has_lengths else None),
+                                  repl, rows if has_lengths else None, repl),
                     out_shardings=batch)
 
     def generate(self, key: jax.Array, *, cond: jax.Array | None = None, prompt: jax.Array | None = None,
@@ -238,4 +259,4 @@ class RescoringSampler(MagnetSampler):
                                     call.lengths is not None, rescore_cond is not None)
         rcond = None if rescore_cond is None else jnp.asarray(rescore_cond, jnp.float32)
         return self._call(fn, (self.state, self.rescorer_state, call.cond, rcond, call.prompt, call.keys,
-                               call.lengths))
+                               call.lengths, rescore_config.knobs()))
