@@ -2,8 +2,9 @@
 re-scores the tokens MAGNeT samples, and the spans to re-mask are ranked by a blend of both
 models' probabilities. Inside the one compiled sampler (``magnet_jax.lm.sampler``).
 
-What the paper says (arXiv 2401.04577, Section 3.2 "Inference", "Model rescoring", Eq. (5) and
-Fig. 4, as read from the paper's figures): at iteration i MAGNeT samples a candidate sequence, an
+What the paper says (arXiv 2401.04577, its inference section on rescoring, Eq. (5) and Fig. 4, as
+we read them in page images reproduced by a third-party summary, github.com/VachanVY/MAGNeT; the
+paper itself could not be fetched here): at iteration i MAGNeT samples a candidate sequence, an
 external model (MusicGen for music, AudioGen for sound, used "in a non-autoregressive manner")
 gives a second probability of the sampled tokens, and the span scores are computed from their
 convex combination. Eq. (5) writes ``p = w * p_theta + (1 - w) * p_rescorer`` (w on MAGNeT); the
@@ -27,9 +28,9 @@ codebooks of earlier stages as decoded, the current stage's codebook holding thi
 (the sampled ones at the masked positions, the kept ones elsewhere, the prompt's where pinned), and
 the codebooks of later stages, which MAGNeT has not decoded yet (its mask id), as the rescorer's
 special token (id ``card``), the token MusicGen reads wherever its pattern holds no code. Why
-this and not something else: a causal delay-pattern model predicts codebook s of frame t from the
-codebooks of the frames before it, later codebooks included, so those positions must hold
-something; the special token is the only input MusicGen was trained to read as "no code here",
+this and not something else: a causal delay-pattern model predicts codebook s of frame t from
+every codebook of earlier frames (later codebooks included) and from earlier codebooks a few
+frames ahead, so the later codebooks' positions must hold something; the special token is the only input MusicGen was trained to read as "no code here",
 whereas any guess (MAGNeT's argmax, a random code) would be a made-up code it trusts. The price:
 the mid-sequence special tokens are outside MusicGen's training distribution, most for stage 0
 (three of four codebooks unknown) and least for the last stage (none). ``RescoreConfig.stages``
