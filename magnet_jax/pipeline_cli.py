@@ -5,6 +5,8 @@ MusicGen (the family read from the checkpoint's xp.cfg).
     magnet-jax generate --model facebook/musicgen-small --prompt "80s synth pop" --duration 45 --out out/
     magnet-jax generate --model DIR --prompts-file prompts.txt --batch-size 8 --greedy --out out/
     magnet-jax generate --model DIR --prompt "add drums" --continue-from intro.wav --out out/
+    magnet-jax generate --model facebook/magnet-small-10secs --rescorer facebook/musicgen-small --prompt "..." --out out/
+    magnet-jax generate --model facebook/magnet-small-10secs --hybrid-prefix 3 --ar-model facebook/musicgen-small ...
     magnet-jax convert --model facebook/magnet-small-10secs --out magnet-small-jax/
 
 ``generate`` writes one WAV (16-bit PCM) and one spectrogram PNG per prompt, ``tokens.npy`` (all
@@ -49,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "MAGNeT produces its training segment only (checked, not changed)")
     g.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="LM compute dtype")
     sampler_args(g)
+    paper_args(g)
     g.set_defaults(func=run_generate)
 
     c = subparsers.add_parser("convert", help="convert a MAGNeT checkpoint (LM, codec, text projection) to orbax",
@@ -113,6 +116,22 @@ def sampler_args(p: argparse.ArgumentParser) -> None:
                    help="audiocraft's two-pass guidance (the same computation here: the null condition is zero)")
     m.add_argument("--extend-stride", type=finite_float, metavar="S",
                    help="seconds each window advances past the trained duration (default 18)")
+
+
+def paper_args(p: argparse.ArgumentParser) -> None:
+    """The MAGNeT paper's rescoring and Hybrid-MAGNeT (MAGNeT models only). The extra MusicGen is
+    loaded as --model is (same --text-encoder, --codec, --cache-dir, --dtype)."""
+    r = p.add_argument_group("the paper's rescoring and Hybrid-MAGNeT (MAGNeT models only; the MusicGen "
+                             "must share MAGNeT's codec)")
+    r.add_argument("--rescorer", metavar="MODEL", help="a MusicGen (released name or folder) that rescores "
+                                                       "MAGNeT's sampled tokens at every decoding step")
+    r.add_argument("--rescore-weight", type=finite_float, metavar="W",
+                   help="w in w * p_rescorer + (1 - w) * p_MAGNeT, in [0, 1] (default 0.7)")
+    r.add_argument("--hybrid-prefix", type=finite_float, metavar="SECONDS",
+                   help="generate the first SECONDS autoregressively with --ar-model, the rest with MAGNeT "
+                        "(0: plain MAGNeT; the whole clip: the AR model alone)")
+    r.add_argument("--ar-model", metavar="MODEL",
+                   help="the MusicGen of --hybrid-prefix (default: the --rescorer model)")
 
 
 def _int_list(text: str) -> list[int]:
@@ -200,26 +219,106 @@ def load_model(args: argparse.Namespace, mesh="auto", compute_dtype: str = "floa
         raise UserError(str(err).replace("\n", " ")) from err
 
 
+def check_paper_flags(args: argparse.Namespace) -> None:
+    """Flag combinations of rescoring / Hybrid-MAGNeT that cannot work, refused before loading."""
+    from magnet_jax.cli import UserError
+    if args.rescore_weight is not None and args.rescorer is None:
+        raise UserError("--rescore-weight without --rescorer: name the MusicGen that rescores")
+    if args.ar_model is not None and args.hybrid_prefix is None:
+        raise UserError("--ar-model without --hybrid-prefix: say how many seconds it generates")
+    if args.hybrid_prefix is not None:
+        if args.ar_model is None and args.rescorer is None:
+            raise UserError("--hybrid-prefix needs --ar-model MODEL (a MusicGen), or --rescorer MODEL to reuse")
+        if args.continue_from:
+            raise UserError("--hybrid-prefix and --continue-from both make the clip's beginning: use one")
+
+
+def load_paper_models(args: argparse.Namespace, model) -> tuple[Any, Any]:
+    """(rescorer, AR model) for --rescorer / --hybrid-prefix: MusicGens loaded as --model is; the
+    rescorer set on ``model``. One model serves both when they are the same name."""
+    from magnet_jax.cli import UserError
+    from magnet_jax.lm.rescore import RescoreConfig
+    from magnet_jax.models import MAGNeT, MusicGen, PipelineError
+    if args.rescorer is None and args.hybrid_prefix is None:
+        return None, None
+    if not isinstance(model, MAGNeT):
+        flag = "--rescorer" if args.rescorer is not None else "--hybrid-prefix"
+        raise UserError(f"{flag}: the paper's rescoring and Hybrid-MAGNeT are for MAGNeT models; "
+                        f"this model is {type(model).__name__}")
+    loaded: dict[str, Any] = {}
+
+    def musicgen(name: str, flag: str):
+        if name not in loaded:
+            other = load_model(argparse.Namespace(**{**vars(args), "model": name}), mesh=model.mesh,
+                               compute_dtype=args.dtype)
+            if not isinstance(other, MusicGen):
+                raise UserError(f"{flag} {name} is a {type(other).__name__} model; it must be an "
+                                f"autoregressive MusicGen")
+            loaded[name] = other
+        return loaded[name]
+
+    rescorer = None if args.rescorer is None else musicgen(args.rescorer, "--rescorer")
+    ar_name = args.ar_model or args.rescorer
+    ar_model = None if args.hybrid_prefix is None else musicgen(ar_name, "--ar-model" if args.ar_model else "--rescorer")
+    from magnet_jax.models import HybridMAGNeT
+    try:
+        if rescorer is not None:
+            weight = RescoreConfig.weight if args.rescore_weight is None else args.rescore_weight
+            model.set_rescorer(rescorer, weight=weight)
+    except PipelineError as err:
+        raise UserError(f"--rescorer {args.rescorer}: {err}") from err
+    try:
+        if ar_model is not None:
+            HybridMAGNeT(model, ar_model)       # checks the shared codec before any generation
+    except PipelineError as err:
+        raise UserError(f"{'--ar-model' if args.ar_model else '--rescorer'} {ar_name}: {err}") from err
+    return rescorer, ar_model
+
+
+def _generate(args: argparse.Namespace, model, ar_model, prompts: list[str], params: dict, prompt_audio):
+    """The generation the flags ask for: hybrid, continuation or plain."""
+    if ar_model is not None:
+        from magnet_jax.models import HybridMAGNeT
+        ar_params = {"use_sampling": False} if args.greedy else {}
+        return HybridMAGNeT(model, ar_model).generate(prompts, prefix_seconds=args.hybrid_prefix, seed=args.seed,
+                                                      batch_size=args.batch_size, progress=True,
+                                                      duration=args.duration, ar_params=ar_params, **params)
+    if prompt_audio is None:
+        return model.generate(prompts, seed=args.seed, batch_size=args.batch_size, progress=True,
+                              duration=args.duration, **params)
+    wav, rate = prompt_audio
+    return model.generate_continuation(wav, rate, prompts, seed=args.seed, batch_size=args.batch_size,
+                                       progress=True, duration=args.duration, **params)
+
+
+def _paper_sidecar(args: argparse.Namespace, model, rescorer, ar_model) -> dict:
+    """What generate.json records of rescoring and Hybrid-MAGNeT (None where unused)."""
+    rescore = None if rescorer is None else {"model": rescorer.name, **dataclasses.asdict(model.rescore_params)}
+    hybrid = None
+    if ar_model is not None:
+        ar_config = ar_model.sampler_config({"use_sampling": False} if args.greedy else {})
+        hybrid = {"prefix_s": args.hybrid_prefix, "ar_model": ar_model.name,
+                  "prefix_frames": int(round(args.hybrid_prefix * model.frame_rate)),
+                  "ar_sampler": dataclasses.asdict(ar_config)}
+    return {"rescorer": rescore, "hybrid": hybrid}
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from magnet_jax.cli import UserError
     from magnet_jax.models import PipelineError
     prompts = read_prompts(args)
     params = sampler_params(args)
+    check_paper_flags(args)
     prepare_out(Path(args.out), prompts)
     prompt_audio = _read_prompt_audio(args.continue_from) if args.continue_from else None
     t0 = time.perf_counter()
     model = load_model(args, compute_dtype=args.dtype)
     check_family_params(model, params)
+    rescorer, ar_model = load_paper_models(args, model)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     try:
-        if prompt_audio is None:
-            out = model.generate(prompts, seed=args.seed, batch_size=args.batch_size, progress=True,
-                                 duration=args.duration, **params)
-        else:
-            wav, rate = prompt_audio
-            out = model.generate_continuation(wav, rate, prompts, seed=args.seed, batch_size=args.batch_size,
-                                              progress=True, duration=args.duration, **params)
+        out = _generate(args, model, ar_model, prompts, params, prompt_audio)
     except PipelineError as err:
         raise UserError(str(err)) from err
     gen_s = time.perf_counter() - t0
@@ -229,6 +328,7 @@ def run_generate(args: argparse.Namespace) -> int:
                "model_family": type(model).__name__,
                "sampler": dataclasses.asdict(model.sampler_config({k: v for k, v in params.items()
                                                                     if k != "extend_stride"})),
+               **_paper_sidecar(args, model, rescorer, ar_model),
                "compute_dtype": args.dtype,
                "sample_rate": model.sample_rate, "duration_s": out.audio.shape[-1] / model.sample_rate,
                "tokens_shape": list(out.tokens.shape), "files": files,

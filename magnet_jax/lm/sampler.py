@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Sequence
+from typing import Callable, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +52,18 @@ from magnet_jax.lm.schedule import StageSchedule, stage_schedule
 from magnet_jax.train import sharding
 
 DONT_REMASK_ME_SCORE = -1e4
+
+# (step, codes with this stage's tokens, sampled tokens [B, T], MAGNeT's p of them [B, T]) -> the
+# probabilities the span scores are computed from (see ``TokenRescorer``).
+StageHook = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+class TokenRescorer(Protocol):
+    """What ``decode_stage`` asks of a rescorer (``magnet_jax.lm.rescore.Rescorer``): for a
+    stage of ``n_steps`` steps, a hook that replaces the sampled tokens' probabilities before
+    the span scores are computed from them, or None when this stage is not rescored."""
+
+    def stage_hook(self, stage: int, n_steps: int) -> StageHook | None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,9 +272,11 @@ def _guided_logits(model: MagnetLM, seq: jax.Array, stage: int, cross_kv: jax.Ar
 
 def decode_stage(model: MagnetLM, codes: jax.Array, cross_kv: jax.Array | None, prompt: jax.Array,
                  stage: int, keys: jax.Array, cfg: SamplerConfig, sched: StageSchedule,
-                 prompt_len: int, cond_lengths: jax.Array | None = None) -> jax.Array:
+                 prompt_len: int, cond_lengths: jax.Array | None = None,
+                 rescore: TokenRescorer | None = None) -> jax.Array:
     """Run one stage's decoding loop (``keys`` [B], one per row); returns codes with row
-    ``stage`` filled."""
+    ``stage`` filled. ``rescore``: the paper's rescoring, which changes the probabilities the
+    span scores are computed from (never the sampled tokens)."""
     lm = model.cfg
     B, _, T = codes.shape
     L = lm.span_len
@@ -271,6 +285,7 @@ def decode_stage(model: MagnetLM, codes: jax.Array, cross_kv: jax.Array | None, 
     num_masked = jnp.asarray(sched.num_masked)
     cfg_coef, temperature = jnp.asarray(sched.cfg_coef), jnp.asarray(sched.temperature)
     prompt_row = prompt[:, stage, :prompt_len]
+    hook = None if rescore is None else rescore.stage_hook(stage, len(sched.num_masked))
 
     def remask(scores, n):
         if chunked or L <= 1:
@@ -289,6 +304,8 @@ def decode_stage(model: MagnetLM, codes: jax.Array, cross_kv: jax.Array | None, 
         masked = tokens == lm.mask_id
         tokens = jnp.where(masked, sampled, tokens)
         p = jnp.take_along_axis(probs, sampled[..., None], axis=-1)[..., 0]
+        if hook is not None:
+            p = hook(i, codes.at[:, stage].set(tokens), sampled, p)
         if chunked:
             p = p.reshape(B, n_units, L)
             scores = 1.0 - p.max(-1) if cfg.span_scoring == "max" else (-jnp.log(p)).sum(-1)
@@ -311,9 +328,10 @@ def output_length(model_cfg, sampler_cfg: SamplerConfig, length: int) -> int:
 
 def generate_tokens(model: MagnetLM, cond: jax.Array | None, prompt: jax.Array, keys: jax.Array,
                     cfg: SamplerConfig, length: int, prompt_len: int,
-                    cond_lengths: jax.Array | None = None) -> jax.Array:
+                    cond_lengths: jax.Array | None = None, rescore: TokenRescorer | None = None) -> jax.Array:
     """All stages. cond [B, S, D] or None; prompt [B, K, >= prompt_len]; keys [B], one per row;
-    cond_lengths [B] or None (see ``CrossAttention``). -> codes [B, K, T_out]."""
+    cond_lengths [B] or None (see ``CrossAttention``); rescore: see ``decode_stage``.
+    -> codes [B, K, T_out]."""
     lm = model.cfg
     B = prompt.shape[0]
     T = output_length(lm, cfg, length)
@@ -328,7 +346,8 @@ def generate_tokens(model: MagnetLM, cond: jax.Array | None, prompt: jax.Array, 
                                anneal_temp=cfg.anneal_temp, max_cfg_coef=cfg.max_cfg_coef,
                                min_cfg_coef=cfg.min_cfg_coef)
         keys, sub = split_rows(keys)
-        codes = decode_stage(model, codes, cross_kv, prompt, stage, sub, cfg, sched, prompt_len, cond_lengths)
+        codes = decode_stage(model, codes, cross_kv, prompt, stage, sub, cfg, sched, prompt_len, cond_lengths,
+                             rescore)
     return codes
 
 
@@ -419,6 +438,15 @@ class MagnetSampler:
         cross-attention ignores the padding past it; None = audiocraft's unmasked padding);
         ``prompt``: tokens [B, K, P] to continue from; ``length``: frames (default: the
         model's segment)."""
+        call = self._prepare(key, cond, prompt, num_samples, config, length, cond_lengths)
+        fn = self._function(config, call.length, call.prompt_len, cond is not None, call.lengths is not None)
+        return self._call(fn, (self.state, call.cond, call.prompt, call.keys, call.lengths))
+
+    def _prepare(self, key: jax.Array, cond: jax.Array | None, prompt: jax.Array | None,
+                 num_samples: int | None, config: SamplerConfig, length: int | None,
+                 cond_lengths: np.ndarray | jax.Array | None) -> "SamplerCall":
+        """Check a call's inputs and make its device arrays (what every variant of ``generate``
+        shares: ``magnet_jax.lm.rescore.RescoringSampler`` too)."""
         length = int(length or self.cfg.sequence_len)
         prompt_len = 0 if prompt is None else int(prompt.shape[-1])
         batch = (cond.shape[0] if cond is not None else prompt.shape[0] if prompt is not None
@@ -433,10 +461,24 @@ class MagnetSampler:
         keys = row_keys(key, batch) if key.shape == () else key
         prompt_arr = (jnp.zeros((batch, self.cfg.n_q, 0), jnp.int32) if prompt is None
                       else jnp.asarray(prompt, jnp.int32))
-        fn = self._function(config, length, prompt_len, cond is not None, lengths is not None)
         cond_arr = None if cond is None else jnp.asarray(cond, jnp.float32)
-        args = (self.state, cond_arr, prompt_arr, keys, None if lengths is None else jnp.asarray(lengths))
+        return SamplerCall(batch, length, prompt_len, cond_arr, prompt_arr, keys,
+                           None if lengths is None else jnp.asarray(lengths))
+
+    def _call(self, fn, args: tuple):
         if self.mesh is None:
             return fn(*args)
         with jax.set_mesh(self.mesh):  # activations follow the logical-axis rules
             return fn(*args)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerCall:
+    """One checked ``generate`` call: its sizes and device inputs."""
+    batch: int
+    length: int
+    prompt_len: int
+    cond: jax.Array | None
+    prompt: jax.Array
+    keys: jax.Array
+    lengths: jax.Array | None

@@ -14,10 +14,11 @@ from magnet_jax.models.errors import ModelNotFoundError, PipelineError
 from magnet_jax.models.loading import auto_mesh, load_codec_weights, load_converted_codec, verify_model_folder
 from magnet_jax.models.magnet import MAGNeT, Generation
 from magnet_jax.models.musicgen import MusicGen
+from magnet_jax.models.hybrid import HybridMAGNeT
 from magnet_jax.models.sources import (CODEC_FILE, KNOWN_MODELS, LM_FILE, META_FILE, CheckpointFiles, cache_folder,
                                        cache_root, locate, no_model_message)
 
-__all__ = ["MAGNeT", "MusicGen", "load_model", "Generation", "PipelineError", "ModelNotFoundError", "convert", "convert_audio",
+__all__ = ["MAGNeT", "MusicGen", "HybridMAGNeT", "load_model", "Generation", "PipelineError", "ModelNotFoundError", "convert", "convert_audio",
            "load_converted_codec", "load_codec_weights", "verify_model_folder", "auto_mesh", "locate", "cache_folder", "cache_root",
            "no_model_message", "CheckpointFiles", "KNOWN_MODELS", "LM_FILE", "CODEC_FILE", "META_FILE"]
 

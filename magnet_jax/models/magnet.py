@@ -34,7 +34,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +44,7 @@ from jax.sharding import Mesh
 from magnet_jax.codec import Encodec
 from magnet_jax.codec.runner import CodecRunner
 from magnet_jax.lm.model import MagnetLM
+from magnet_jax.lm.rescore import RescoreConfig, RescoringSampler
 from magnet_jax.lm.sampler import MagnetSampler, SamplerConfig, output_length
 from magnet_jax.models import sources
 from magnet_jax.models.audio import convert_audio
@@ -54,6 +55,9 @@ from magnet_jax.models.loading import (_load_conditioner, _load_lm, _read_meta, 
 from magnet_jax.models.sources import no_model_message
 from magnet_jax.seeds import seed_key
 from magnet_jax.text import Conditioner
+
+if TYPE_CHECKING:       # musicgen.py imports this module
+    from magnet_jax.models.musicgen import MusicGen
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +98,9 @@ class MAGNeT:
         self.codec = CodecRunner(codec, mesh)
         self.generation_params = SamplerConfig()
         self.checkpoint_dir: Path | None = None
+        self.rescorer: MusicGen | None = None
+        self.rescore_params = RescoreConfig()
+        self._rescoring: RescoringSampler | None = None
 
     # -- construction -----------------------------------------------------------------------
     @classmethod
@@ -179,6 +186,31 @@ class MAGNeT:
             config.validate(self.lm_cfg.n_q)
         except ValueError as err:
             raise PipelineError(str(err)) from err
+        return config
+
+    def set_rescorer(self, rescorer: MusicGen | None, weight: float = RescoreConfig.weight,
+                     stages: Sequence[int] | None = None, steps: Sequence[int] | None = None,
+                     cfg_coef: float = RescoreConfig.cfg_coef) -> RescoreConfig | None:
+        """Rescore every generation with an autoregressive MusicGen (the paper's rescoring,
+        ``magnet_jax.lm.rescore``): spans are re-masked by ``weight * p_rescorer + (1 - weight)
+        * p_MAGNeT`` of the sampled tokens. The rescorer must read MAGNeT's codec tokens (same
+        codebooks, card, frame rate and sample rate); it conditions on the text through its own
+        text encoder. ``stages`` / ``steps``: which stages and step indices are rescored (None:
+        all); ``cfg_coef``: the rescorer's guidance. ``None`` turns rescoring off."""
+        if rescorer is None:
+            self.rescorer, self._rescoring = None, None
+            return None
+        check_shared_codec(self, rescorer, "rescorer")
+        config = RescoreConfig(float(weight), None if stages is None else tuple(stages),
+                               None if steps is None else tuple(steps), float(cfg_coef))
+        try:
+            config.validate(self.lm_cfg.n_q)
+        except ValueError as err:
+            raise PipelineError(str(err)) from err
+        from flax import nnx
+        lm = nnx.merge(rescorer.sampler.graphdef, rescorer.sampler.state)
+        self.rescorer, self.rescore_params = rescorer, config
+        self._rescoring = RescoringSampler(self.sampler, lm)
         return config
 
     def _check_duration(self, duration: float | None) -> None:
@@ -301,16 +333,48 @@ class MAGNeT:
                         prompt: jax.Array | None = None, config: SamplerConfig | None = None) -> jax.Array:
         """One batch: tokens [B, K, T] (the compiled sampler, no audio). ``key``: one key (row r
         draws from ``fold_in(key, r)``) or one per row [B]."""
+        config = config or self.generation_params
         try:
-            return self.sampler.generate(key, cond=self.conditions(descriptions), prompt=prompt,
-                                         num_samples=len(descriptions),
-                                         config=config or self.generation_params)
+            if self._rescoring is None:
+                return self.sampler.generate(key, cond=self.conditions(descriptions), prompt=prompt,
+                                             num_samples=len(descriptions), config=config)
+            return self._rescoring.generate(key, cond=self.conditions(descriptions), prompt=prompt,
+                                            num_samples=len(descriptions), config=config,
+                                            rescore_cond=self._rescorer_conditions(descriptions),
+                                            rescore_config=self.rescore_params)
         except ValueError as err:
             raise PipelineError(str(err)) from err
+
+    def _rescorer_conditions(self, descriptions: Sequence[str | None]) -> jax.Array | None:
+        """The rescorer's own text condition (its encoder and projection); None without text or
+        for a rescorer without a text conditioner (then it scores unconditionally)."""
+        if self.rescorer is None or self.rescorer.conditioner is None:
+            return None
+        cond = self.rescorer.conditions(descriptions)
+        if cond is not None and self.mesh is not None:
+            from magnet_jax.train.sharding import logical_sharding
+            cond = jax.device_put(cond, logical_sharding(self.mesh, "batch", None, None))
+        return cond
 
     def decode(self, tokens: np.ndarray | jax.Array) -> np.ndarray:
         """Tokens [B, K, T] -> audio [B, C, T * hop] (the reference's generate_audio)."""
         return np.asarray(self.codec.decode(jnp.asarray(tokens)))
+
+
+def check_shared_codec(magnet: MAGNeT, other: MusicGen, role: str) -> None:
+    """Refuse a MusicGen whose tokens are not MAGNeT's (as rescorer or hybrid AR model): one
+    line naming each setting that differs."""
+    from magnet_jax.models.musicgen import MusicGen
+    if not isinstance(other, MusicGen):
+        raise PipelineError(f"the {role} must be a MusicGen (autoregressive) model; got {type(other).__name__}")
+    mine = {"codebooks": magnet.lm_cfg.n_q, "card": magnet.lm_cfg.card, "frame rate": magnet.frame_rate,
+            "sample rate": magnet.sample_rate, "channels": magnet.audio_channels}
+    theirs = {"codebooks": other.lm_cfg.n_q, "card": other.lm_cfg.card, "frame rate": other.frame_rate,
+              "sample rate": other.sample_rate, "channels": other.audio_channels}
+    diffs = [f"{k} {theirs[k]} vs {mine[k]}" for k in mine if theirs[k] != mine[k]]
+    if diffs:
+        raise PipelineError(f"the {role} {other.name or 'MusicGen'} does not share {magnet.name or 'MAGNeT'}'s codec "
+                            f"({', '.join(diffs)}; {role} vs MAGNeT): pick one trained on the same codec")
 
 
 def _descriptions(descriptions: Sequence[str | None] | str) -> list[str | None]:
