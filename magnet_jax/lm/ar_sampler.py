@@ -30,7 +30,7 @@ from flax import nnx, struct
 from jax.sharding import Mesh
 
 from magnet_jax.lm.musicgen import MusicGenLM
-from magnet_jax.lm.sampler import kth_largest, sample_from_weights, top_p_threshold
+from magnet_jax.lm.sampler import kth_largest, run_on_mesh, sample_from_weights, split_placed, top_p_threshold
 from magnet_jax.train import sharding
 
 
@@ -138,10 +138,7 @@ class MusicGenSampler:
     def __init__(self, model: MusicGenLM, mesh: Mesh | None = None):
         self.cfg = model.cfg
         self.mesh = mesh
-        self.graphdef, state = nnx.split(model)
-        if mesh is not None:
-            state = jax.device_put(state, sharding.state_shardings(state, mesh))
-        self.state = state
+        self.graphdef, self.state = split_placed(model, mesh)
         self._compiled: dict = {}
 
     def _function(self, cfg: ARSamplerConfig, frames: int, has_cond: bool):
@@ -183,7 +180,4 @@ class MusicGenSampler:
             sharding.check_batch_divides(batch, self.mesh)
         fn = self._function(config, int(frames), cond is not None)
         cond_arr = None if cond is None else jnp.asarray(cond, jnp.float32)
-        if self.mesh is None:
-            return fn(self.state, cond_arr, prompt_arr, key)
-        with jax.set_mesh(self.mesh):
-            return fn(self.state, cond_arr, prompt_arr, key)
+        return run_on_mesh(self.mesh, fn, self.state, cond_arr, prompt_arr, key)

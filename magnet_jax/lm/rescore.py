@@ -57,7 +57,7 @@ from flax import nnx
 from magnet_jax.lm.config import LMConfig
 from magnet_jax.lm.model import MagnetLM
 from magnet_jax.lm.musicgen import MusicGenConfig, MusicGenLM
-from magnet_jax.lm.sampler import MagnetSampler, SamplerConfig, StageHook, generate_tokens
+from magnet_jax.lm.sampler import MagnetSampler, SamplerConfig, StageHook, generate_tokens, split_placed
 from magnet_jax.train import sharding
 
 DEFAULT_WEIGHT = 0.7        # as this project's issue 24 gives it (see the module docstring)
@@ -210,10 +210,7 @@ class RescoringSampler(MagnetSampler):
         self.cfg, self.mesh = sampler.cfg, sampler.mesh
         self.graphdef, self.state = sampler.graphdef, sampler.state
         self.rescorer_cfg = rescorer.cfg
-        self.rescorer_graphdef, state = nnx.split(rescorer)
-        if self.mesh is not None:
-            state = jax.device_put(state, sharding.state_shardings(state, self.mesh))
-        self.rescorer_state = state
+        self.rescorer_graphdef, self.rescorer_state = split_placed(rescorer, self.mesh)
         self._compiled: dict = {}
 
     def _rescore_function(self, cfg: SamplerConfig, rcfg: RescoreConfig, length: int, prompt_len: int,

@@ -37,9 +37,8 @@ not two identical ones.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -352,6 +351,23 @@ def generate_tokens(model: MagnetLM, cond: jax.Array | None, prompt: jax.Array, 
 
 
 # -- the compiled, user-facing sampler ----------------------------------------------------------
+def split_placed(model: nnx.Module, mesh: Mesh | None) -> tuple[nnx.GraphDef, nnx.State]:
+    """(graphdef, state) of a model, the state placed on ``mesh`` by the logical-axis rules: what
+    every compiled sampler holds (split once, merged inside the jitted function)."""
+    graphdef, state = nnx.split(model)
+    if mesh is not None:
+        state = jax.device_put(state, sharding.state_shardings(state, mesh))
+    return graphdef, state
+
+
+def run_on_mesh(mesh: Mesh | None, fn, *args):
+    """``fn(*args)``, under ``mesh`` when there is one (activations follow the logical-axis rules)."""
+    if mesh is None:
+        return fn(*args)
+    with jax.set_mesh(mesh):
+        return fn(*args)
+
+
 class MagnetSampler:
     """Compiles ``generate_tokens`` once per (config, batch, lengths) and runs it on a mesh.
 
@@ -363,10 +379,7 @@ class MagnetSampler:
     def __init__(self, model: MagnetLM, mesh: Mesh | None = None):
         self.cfg = model.cfg
         self.mesh = mesh
-        self.graphdef, state = nnx.split(model)
-        if mesh is not None:
-            state = jax.device_put(state, sharding.state_shardings(state, mesh))
-        self.state = state
+        self.graphdef, self.state = split_placed(model, mesh)
         self._compiled: dict = {}
 
     def _check(self, cfg: SamplerConfig, batch: int, length: int, prompt_len: int,
@@ -466,10 +479,7 @@ class MagnetSampler:
                            None if lengths is None else jnp.asarray(lengths))
 
     def _call(self, fn, args: tuple):
-        if self.mesh is None:
-            return fn(*args)
-        with jax.set_mesh(self.mesh):  # activations follow the logical-axis rules
-            return fn(*args)
+        return run_on_mesh(self.mesh, fn, *args)
 
 
 @dataclasses.dataclass(frozen=True)
