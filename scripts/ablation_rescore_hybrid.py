@@ -1,0 +1,221 @@
+"""The paper's question on our own data: does an autoregressive model fix what parallel decoding misses?
+
+Runs ``magnet-jax eval`` (the held-out prompts, seeds 0-2, pooled as ``eval-summary`` pools them) for
+six ways of making the same 5-s clips, all from one process so that the latencies compare:
+
+    magnet        the shipped default MAGNeT, plain
+    rescore_0.3   MAGNeT + rescoring by the MusicGen, w = 0.3  (w p_rescorer + (1 - w) p_MAGNeT)
+    rescore_0.7   MAGNeT + rescoring, w = 0.7 (the paper's default as far as we know)
+    hybrid_1s     Hybrid-MAGNeT: the MusicGen writes the first 1 s, MAGNeT the rest
+    hybrid_2s     the same with a 2-s prefix
+    musicgen      the MusicGen alone (5 s)
+
+The MusicGen is ``configs/ablation_musicgen.py`` trained on the shipped model's tokens (the
+recipe is ``scripts/ablation_rescore_hybrid.sh``). Writes into ``--out``: one eval report folder per
+variant and seed, one pooled summary folder per variant, ``ablation.json`` (every variant's pooled
+accuracy, chance and permutation p-value per attribute, beat steadiness and the other
+music-likeness measures, latency), ``ablation.md`` (the table) and ``ablation.png``.
+
+Latency: one compiled batch of ``--batch-size`` held-out prompts per variant, timed after the
+evaluations (so nothing compiles inside the timing), ``--latency-rounds`` rounds interleaved over the
+variants, the fastest round kept; reported as seconds per batch and relative to plain MAGNeT.
+
+    python scripts/ablation_rescore_hybrid.py --musicgen runs/ablation_musicgen_model --out runs/ablation
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from magnet_jax.eval import report as R          # noqa: E402
+from magnet_jax.eval import summary as S          # noqa: E402
+
+ATTRIBUTES = ("instrument", "key", "mode", "tempo", "tempo_octave", "pattern", "drums")
+
+
+class Variant:
+    """What ``magnet_jax.eval.runner.evaluate`` needs of a model (generate, codec, decode, ...),
+    with ``generate`` made by one of the ablation's recipes; the rest is the MAGNeT's (all
+    variants share its codec, so the ceilings and Fréchet latents are the same)."""
+
+    def __init__(self, name: str, magnet, make: Callable[..., Any], before: Callable[[], None]):
+        self.name, self._magnet, self._make, self._before = name, magnet, make, before
+
+    def __getattr__(self, attr: str):
+        return getattr(self._magnet, attr)
+
+    def generate(self, captions, **kwargs):
+        self._before()
+        return self._make(captions, **kwargs)
+
+
+def variants(magnet, musicgen, weights: list[float], prefixes: list[float]) -> dict[str, Variant]:
+    """plain MAGNeT, rescoring at each weight, Hybrid at each prefix, the MusicGen alone; each
+    variant sets (or clears) MAGNeT's rescorer before it generates, so the order does not matter."""
+    from magnet_jax.models.hybrid import HybridMAGNeT
+    hybrid = HybridMAGNeT(magnet, musicgen)
+    seconds = magnet.output_frames(magnet.sampler_config({})) / magnet.frame_rate
+
+    def rescore(weight: float | None) -> Callable[[], None]:
+        return lambda: magnet.set_rescorer(musicgen, weight=weight) if weight is not None else magnet.set_rescorer(None)
+
+    def hybrid_make(prefix: float):
+        return lambda captions, **kw: hybrid.generate(captions, prefix_seconds=prefix, **kw)
+
+    out = {"magnet": Variant("magnet", magnet, magnet.generate, rescore(None))}
+    out.update({f"rescore_{w:g}": Variant(f"rescore_{w:g}", magnet, magnet.generate, rescore(w)) for w in weights})
+    out.update({f"hybrid_{p:g}s": Variant(f"hybrid_{p:g}s", magnet, hybrid_make(p), rescore(None)) for p in prefixes})
+    out["musicgen"] = Variant("musicgen", magnet, lambda c, **kw: musicgen.generate(c, duration=seconds, **kw),
+                              rescore(None))
+    return out
+
+
+def evaluate_all(models: dict[str, Variant], prompts, out: Path, seeds: list[int], batch_size: int) -> dict:
+    """Every variant x seed through ``evaluate`` (skipped where its report.json exists: a killed run
+    resumes), then each variant's seeds pooled."""
+    from magnet_jax.eval.runner import evaluate
+    pooled = {}
+    for name, model in models.items():
+        folders = []
+        for seed in seeds:
+            folder = out / name / f"seed{seed}"
+            if not (folder / "report.json").exists():
+                print(f"[ablation] {name} seed {seed}", flush=True)
+                evaluate(model, prompts, folder, seed=seed, batch_size=batch_size, prompts_file="heldout")
+            folders.append(folder)
+        summary = S.summarise(folders)
+        S.write(summary, out / name / "pooled")
+        pooled[name] = summary
+    return pooled
+
+
+def latencies(models: dict[str, Variant], captions: list[str], rounds: int) -> dict[str, float]:
+    """Seconds per compiled batch of ``captions`` per variant: the fastest of ``rounds`` interleaved
+    rounds (one warm-up call first, so no compilation is timed)."""
+    best = {name: float("inf") for name in models}
+    for r in range(rounds + 1):
+        for name, model in models.items():
+            t0 = time.perf_counter()
+            model.generate(captions, seed=0, batch_size=len(captions))
+            if r:                                       # round 0 warms up
+                best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
+def table(pooled: dict[str, dict], latency: dict[str, float]) -> dict[str, Any]:
+    rows = {}
+    for name, summary in pooled.items():
+        acc = summary["accuracy"]
+        rows[name] = {
+            "accuracy": {a: {k: acc[a][k] for k in ("generated", "chance", "p_value", "n")} for a in ATTRIBUTES},
+            "above_chance": [a for a in ATTRIBUTES if acc[a]["p_value"] is not None
+                             and acc[a]["p_value"] < R.ABOVE_CHANCE_P],
+            "music_likeness": summary["music_likeness"],
+            "latency_s": latency[name], "latency_vs_magnet": latency[name] / latency["magnet"],
+            "num_generations": summary["num_generations"]}
+    return rows
+
+
+def markdown(rows: dict[str, dict], meta: dict) -> str:
+    head = ("| variant | " + " | ".join(ATTRIBUTES) + " | beat steadiness (real) | latency / batch | vs MAGNeT |")
+    lines = [f"Held-out prompts x seeds {meta['seeds']} ({meta['num_generations']} generations per variant); "
+             f"accuracy % (permutation p-value; * = above chance at p < {R.ABOVE_CHANCE_P}); latency of one batch "
+             f"of {meta['batch_size']} on {meta['cpu']}.", "", head, "|" + "---|" * (len(ATTRIBUTES) + 4)]
+    for name, row in rows.items():
+        cells = []
+        for a in ATTRIBUTES:
+            r = row["accuracy"][a]
+            star = "*" if a in row["above_chance"] else ""
+            cells.append("–" if r["generated"] is None else f"{100 * r['generated']:.0f}{star} ({r['p_value']:.2g})")
+        beat = row["music_likeness"].get("beat_steadiness", {})
+        beat_cell = (f"{beat['generated']['mean']:.2f} ({beat['real']['mean']:.2f})" if beat else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {beat_cell} | {row['latency_s']:.2f} s | "
+                     f"{row['latency_vs_magnet']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: dict[str, dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax, lat) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [3, 1]})
+    x = np.arange(len(ATTRIBUTES))
+    width = 0.8 / len(rows)
+    for i, (name, row) in enumerate(rows.items()):
+        values = [np.nan if row["accuracy"][a]["generated"] is None else 100 * row["accuracy"][a]["generated"]
+                  for a in ATTRIBUTES]
+        ax.bar(x + (i - (len(rows) - 1) / 2) * width, values, width, label=name)
+    chance = [100 * np.mean([r["accuracy"][a]["chance"] or 0 for r in rows.values()]) for a in ATTRIBUTES]
+    ax.scatter(x, chance, marker="_", s=400, color="black", label="chance (mean)", zorder=3)
+    ax.set_xticks(x, ATTRIBUTES, rotation=20, ha="right")
+    ax.set_ylabel("accuracy on held-out prompts (%)")
+    ax.legend(fontsize=7, ncol=2)
+    names = list(rows)
+    lat.barh(names, [rows[n]["latency_vs_magnet"] for n in names], color="tab:gray")
+    lat.set_xlabel("latency / plain MAGNeT")
+    lat.invert_yaxis()
+    fig.suptitle("rescoring and Hybrid-MAGNeT on the synthetic corpus (seeds pooled)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def ablation(magnet, musicgen, out: Path, *, prompts, seeds: list[int], batch_size: int = 8,
+             weights: list[float] = (0.3, 0.7), prefixes: list[float] = (1.0, 2.0),
+             latency_rounds: int = 2) -> dict[str, Any]:
+    """Every variant evaluated, pooled and timed; writes ablation.json / .md / .png into ``out``
+    and returns what ablation.json holds."""
+    from bench_latency import cpu_model
+    out.mkdir(parents=True, exist_ok=True)
+    models = variants(magnet, musicgen, list(weights), list(prefixes))
+    pooled = evaluate_all(models, prompts, out, seeds, batch_size)
+    latency = latencies(models, [q.caption for q in prompts[:batch_size]], latency_rounds)
+    rows = table(pooled, latency)
+    meta = {"seeds": seeds, "batch_size": batch_size, "cpu": cpu_model(),
+            "num_generations": pooled["magnet"]["num_generations"],
+            "magnet": getattr(magnet, "name", ""), "musicgen": getattr(musicgen, "name", "")}
+    result = R.finite({"meta": meta, "variants": rows})
+    (out / "ablation.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "ablation.md").write_text(markdown(rows, meta))
+    plot(rows, out / "ablation.png")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--magnet", default=str(ROOT / "magnet_jax" / "assets" / "default_model"))
+    p.add_argument("--musicgen", required=True, help="the exported MusicGen folder (configs/ablation_musicgen.py)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--num-prompts", type=int, default=None, help="the first N held-out prompts only")
+    p.add_argument("--latency-rounds", type=int, default=2)
+    p.add_argument("--rescore-weights", default="0.3,0.7", help="w of each rescoring variant")
+    p.add_argument("--hybrid-prefixes", default="1,2", help="seconds of each Hybrid-MAGNeT variant's AR prefix")
+    args = p.parse_args(argv)
+    from magnet_jax.eval.prompts import heldout_prompts
+    from magnet_jax.models import MAGNeT, MusicGen
+    magnet, musicgen = MAGNeT.from_pretrained(args.magnet), MusicGen.from_pretrained(args.musicgen)
+    result = ablation(magnet, musicgen, Path(args.out), prompts=heldout_prompts()[:args.num_prompts],
+                      seeds=[int(s) for s in args.seeds.split(",")], batch_size=args.batch_size,
+                      weights=_floats(args.rescore_weights), prefixes=_floats(args.hybrid_prefixes),
+                      latency_rounds=args.latency_rounds)
+    print(markdown(result["variants"], result["meta"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
