@@ -11,7 +11,8 @@ The convention (docs/contributing.md repeats it):
 - ```bash / ```sh / ```shell blocks run with ``bash -euo pipefail`` in a fresh temporary folder,
   ``magnet-jax`` meaning this checkout's ``python -m magnet_jax.cli``, unless the last non-blank
   line before the fence is a marker:
-    ``<!-- docs-test: pod-scale -->``   not run: needs an accelerator, a pod, the network or hours;
+    ``<!-- docs-test: pod-scale -->``   not run: needs an accelerator, a pod or the network;
+    ``<!-- docs-test: not-run REASON -->``  not run, for the reason given (hours on a CPU, ...);
     ``<!-- docs-test: covered-by PATH[::TEST] -->``  not run here because PATH (a test file, or
     .ci/run) runs the same command at tiny scale; PATH must exist, and TEST must be a function in it.
 - Other languages (```text, ```json, ```yaml, ...) are shown, never run.
@@ -91,6 +92,8 @@ def marker_errors(block: Block) -> list[str]:
         return [f"{block.where}: docs-test markers apply to shell blocks; this one is ```{block.lang}"]
     if kind == "pod-scale":
         return []
+    if kind == "not-run":
+        return [] if arg else [f"{block.where}: not-run needs a reason (<!-- docs-test: not-run REASON -->)"]
     if kind == "covered-by":
         file, _, test = arg.partition("::")
         target = ROOT / file
@@ -99,7 +102,7 @@ def marker_errors(block: Block) -> list[str]:
         if test and not re.search(rf"^\s*def {re.escape(test)}\(", target.read_text(), re.M):
             return [f"{block.where}: covered-by names {test!r}, which is not a function in {file}"]
         return []
-    return [f"{block.where}: unknown docs-test marker {kind!r} (pod-scale or covered-by PATH[::TEST])"]
+    return [f"{block.where}: unknown docs-test marker {kind!r} (pod-scale, not-run REASON or covered-by PATH[::TEST])"]
 
 
 def runs(block: Block) -> bool:

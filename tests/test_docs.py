@@ -44,6 +44,15 @@ def test_readme_first_screen_says_what_to_type():
     assert "pip install -e ." in first and "magnet-jax generate" in first
 
 
+def test_readme_links_resolve():
+    """README.md is outside the site (mkdocs checks docs/ only), so its relative links are checked here."""
+    import re
+    text = (db.ROOT / "README.md").read_text()
+    links = [m for m in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text) if "://" not in m]
+    missing = [link for link in links if not (db.ROOT / link).exists()]
+    assert links and not missing, f"README.md links to missing files: {missing}"
+
+
 # ---------------------------------------------------------------- running the blocks
 
 
