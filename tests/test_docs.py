@@ -94,7 +94,7 @@ def test_shell_blocks_run(block, tmp_path):
 def _mkdocs(config: Path, site: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(site)],
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=env, timeout=300, cwd=config.parent)
 
 
 def test_site_builds_strict_with_api_reference(tmp_path):
