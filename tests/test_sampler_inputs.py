@@ -83,7 +83,7 @@ def test_least_probable_spans_equal_reference(span_len):
     them: masked tokens score -log p > 0, unmasked ones -1e4, and the target never exceeds the
     number masked at the previous step. Cases where two windows the search can reach have exactly equal
     sums are left out: beyond 16 elements torch's CPU argsort is an introsort whose tie order is
-    implementation-defined (we break ties by position), documented in the README."""
+    implementation-defined (we break ties by position), documented in docs/magnet-lm.md."""
     import types
     import reference
     torch = reference.require("torch")
