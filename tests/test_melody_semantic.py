@@ -88,3 +88,25 @@ def test_a_users_extractor_plugs_in():
     codes = np.asarray(tok.encode(audio))
     assert codes.shape == (4, 10) and tok.frame_rate == 10.0
     assert len(set(codes[:2].ravel())) == 1 and len(set(codes[2:].ravel())) == 1 and codes[0, 0] != codes[2, 0]
+
+
+def test_a_local_transformers_model_plugs_in(tmp_path):
+    """The hook for MERT / wav2vec2 from a local folder: a random tiny wav2vec2 saved to disk
+    (strides 5 x 4 = 20, kernels 10, 8: 1000 samples -> 48 frames)."""
+    transformers = pytest.importorskip("transformers")
+    from magnet_jax.melody.semantic import TransformersExtractor
+    cfg = transformers.Wav2Vec2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                      intermediate_size=32, conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 8),
+                                      num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2, vocab_size=10)
+    transformers.Wav2Vec2Model(cfg).save_pretrained(tmp_path / "w2v")
+    ext = TransformersExtractor(tmp_path / "w2v", layer=-1, sample_rate=1000)
+    assert ext.frame_rate == 48.0                      # ((1000 - 10) // 5 + 1 - 8) // 4 + 1
+    audio = np.random.default_rng(0).normal(size=(2, 1000)).astype(np.float32)
+    assert ext(audio).shape == (2, 48, 16)
+    tok = SemanticTokenizer.fit(jax.random.key(0), ext, audio, num_tokens=4, iters=5)
+    codes = np.asarray(tok.encode(audio))
+    assert codes.shape == (2, 48) and codes.min() >= 0 and codes.max() < 4
+    with pytest.raises(ValueError, match="layer 9 out of range"):
+        TransformersExtractor(tmp_path / "w2v", layer=9, sample_rate=1000)
+    with pytest.raises(ValueError, match="does not exist"):
+        TransformersExtractor(tmp_path / "missing", layer=0, sample_rate=1000)
