@@ -115,12 +115,13 @@ def test_sampler_continuation_keeps_finished_chunks_unchanged():
         sampler.generate(jax.random.key(0), sem, frames=8, config=DiffusionSamplerConfig(num_steps=0))
 
 
-def test_dpd_learns_an_unbalanced_two_mode_mixture():
-    """Train a tiny DPD on x0 = s * mu (all frames) + 0.05 noise with P(s=+1) = 0.3, P(s=-1) = 0.7.
-    Its samples must land on the modes (not between them) in the 0.3 / 0.7 proportion: an untrained
-    or wrongly-sampled model gives neither."""
+def test_dpd_learns_an_unbalanced_two_mode_mixture_and_its_condition():
+    """Train a tiny DPD on x0 = s * mu (all frames) + 0.05 noise with P(s=+1) = 0.3, P(s=-1) = 0.7,
+    the semantic token telling the mode (1: +mu, 0: -mu), dropped to the null with p = 0.3.
+    Null-conditioned samples must land on the modes (not between them) in the 0.3 / 0.7 proportion;
+    token-conditioned samples on their own mode. An untrained or wrongly-sampled model gives neither."""
     cfg = DPDConfig(latent_dim=2, dim=32, num_heads=2, ffn_dim=64, num_blocks=1, segment_length=2,
-                    semantic_vocab=2, num_chunks=2, cond_dropout=0.0)
+                    semantic_vocab=2, num_chunks=2, cond_dropout=0.3)
     T, mu = 4, jnp.array([1.0, -0.5])
     model = DPD(cfg, rngs=nnx.Rngs(0))
     opt = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
@@ -128,15 +129,16 @@ def test_dpd_learns_an_unbalanced_two_mode_mixture():
 
     def data(key, n):
         k1, k2 = jax.random.split(key)
-        s = jnp.where(jax.random.bernoulli(k1, 0.3, (n, 1, 1)), 1.0, -1.0)
-        return s * mu + 0.05 * jax.random.normal(k2, (n, T, 2))
+        pos = jax.random.bernoulli(k1, 0.3, (n,))
+        s = jnp.where(pos, 1.0, -1.0)[:, None, None]
+        return s * mu + 0.05 * jax.random.normal(k2, (n, T, 2)), pos.astype(jnp.int32)[:, None]
 
     @jax.jit
     def train_step(state, key):
         m, o = nnx.merge(graphdef, state)
         k1, k2 = jax.random.split(key)
-        x0 = data(k1, 256)
-        loss, grads = nnx.value_and_grad(lambda mm: velocity_loss(mm, k2, x0, jnp.zeros((256, 1), jnp.int32)))(m)
+        x0, semantic = data(k1, 256)
+        loss, grads = nnx.value_and_grad(lambda mm: velocity_loss(mm, k2, x0, semantic))(m)
         o.update(m, grads)
         return nnx.state((m, o)), loss
 
@@ -145,17 +147,21 @@ def test_dpd_learns_an_unbalanced_two_mode_mixture():
     for i in range(400):
         key, sub = jax.random.split(key)
         state, loss = train_step(state, sub)
-    trained = nnx.merge(graphdef, state)[0]
-    samples = DiffusionSampler(trained).generate(
-        jax.random.key(9), jnp.zeros((2000, 1), jnp.int32), frames=T,
-        config=DiffusionSamplerConfig(num_steps=20, cfg_scale=1.0, chunkwise=False))
-    samples = np.asarray(samples)
-    proj = (samples @ np.asarray(mu)) / float(mu @ mu)       # +1 / -1 at the modes
-    frac_pos = float((proj.mean(1) > 0).mean())
-    near = np.abs(np.abs(proj) - 1.0) < 0.25                 # every frame within 0.25 of a mode
-    print(f"loss {float(loss):.4f} frac(+mode) {frac_pos:.3f} near-mode frames {near.mean():.3f} "
-          f"{time.perf_counter() - start:.1f}s")
+    sampler = DiffusionSampler(nnx.merge(graphdef, state)[0])
+
+    def sample(token):        # token 2 = semantic_vocab: the null condition
+        x = sampler.generate(jax.random.key(9), jnp.full((2000, 1), token, jnp.int32), frames=T,
+                             config=DiffusionSamplerConfig(num_steps=20, cfg_scale=1.0, chunkwise=False))
+        proj = (np.asarray(x) @ np.asarray(mu)) / float(mu @ mu)        # +1 / -1 at the modes
+        return proj, float((proj.mean(1) > 0).mean()), float((np.abs(np.abs(proj) - 1.0) < 0.25).mean())
+
+    proj, frac_pos, near = sample(2)
+    _, frac_1, near_1 = sample(1)
+    _, frac_0, near_0 = sample(0)
+    print(f"loss {float(loss):.4f} null: frac(+mode) {frac_pos:.3f} near-mode frames {near:.3f}; "
+          f"token 1: {frac_1:.3f}; token 0: {frac_0:.3f}; {time.perf_counter() - start:.1f}s")
     assert abs(frac_pos - 0.3) < 0.05
-    assert near.mean() > 0.95
+    assert near > 0.95 and near_1 > 0.95 and near_0 > 0.95
     # frames of one sample agree on the mode (the model ties the sequence together)
     assert float((np.sign(proj) == np.sign(proj[:, :1])).all(1).mean()) > 0.95
+    assert frac_1 > 0.98 and frac_0 < 0.02
