@@ -94,27 +94,48 @@ def test_vae_gradients_reach_the_right_parameters():
     assert np.all(np.asarray(g_kl["bottleneck"]["from_latent"]) == 0)
 
 
-def test_tiny_vae_codec_trains_through_train_codec(tmp_path):
-    """The real loop (``train_codec``: data, trainer, balancer, MS-STFT discriminator, checkpoints,
-    metrics) on a VAE codec: the KL term is logged, positive and finite, the discriminator and
-    generator losses are finite, and no step is skipped."""
-    from data_pipelines.synth import write_corpus
-    from magnet_jax.codec.training.loop import train_codec
+def micro_vae_run_config(corpus: str) -> dict:
+    """test_codec_train's micro codec (RVQ) on ``corpus``, 4 steps of batch 2, half the clips held out;
+    the command line turns it into a VAE codec."""
     from test_codec_train import micro_config
+    cfg = micro_config()
+    cfg["data"] = dataclasses.replace(cfg["data"], dir=corpus, segment_duration=0.1, valid_percent=50.0)
+    cfg["train"] = dataclasses.replace(cfg["train"], steps=4, batch_size=2, checkpoint_every=4, log_every=2,
+                                       eval_every=0, keep_checkpoints=1, async_checkpoint=False, progress=False)
+    return cfg
+
+
+def test_tiny_vae_codec_trains_through_magnet_jax_train_codec(tmp_path):
+    """``magnet-jax train-codec ... codec.bottleneck=vae codec.latent_dim=3`` (the real loop: data,
+    trainer, balancer, MS-STFT discriminator, checkpoints, metrics): the KL term is logged, positive
+    and finite, the discriminator and generator losses are finite, no step is skipped; then
+    ``magnet-jax eval-codec`` reconstructs held-out clips through the posterior mean (one row, no
+    token statistics: a VAE has no codes)."""
+    import os
+    from data_pipelines.synth import write_corpus
+    from magnet_jax.cli import run
 
     corpus = tmp_path / "corpus"
     write_corpus(corpus, 4, duration=0.5, sample_rate=8000, seed=3, progress=False)
-    cfg = micro_config()
-    cfg["codec"] = tiny_vae_codec()
-    cfg["data"] = dataclasses.replace(cfg["data"], dir=str(corpus), segment_duration=0.1, valid_percent=0.0)
-    cfg["train"] = dataclasses.replace(cfg["train"], steps=4, batch_size=2, checkpoint_every=4, log_every=2,
-                                       eval_every=0, keep_checkpoints=1, async_checkpoint=False, progress=False)
-    cfg = check_config(cfg)
-    summary = train_codec(cfg, tmp_path / "run")
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    config_file = tmp_path / "micro_vae.py"
+    config_file.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+        "from test_codec_vae import micro_vae_run_config\n"
+        f"def get_config(variant=''):\n    return micro_vae_run_config({str(corpus)!r})\n")
+    workdir = tmp_path / "run"
+    assert run(None, ["train-codec", "--config", str(config_file), "--workdir", str(workdir),
+                      "codec.bottleneck=vae", "codec.latent_dim=3"]) == 0
+    saved = json.loads((workdir / "config.json").read_text())["codec"]
+    assert saved["bottleneck"] == "vae" and saved["latent_dim"] == 3
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if r.get("split") == "train"]
-    print(summary, train_rows)
     assert len(train_rows) == 2
     assert all(np.isfinite(r["kl"]) and r["kl"] > 0 and r["skipped"] == 0 for r in train_rows)
     assert all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) for r in train_rows)
     assert all("commitment" not in r and "perplexity_q1" not in r for r in train_rows)
+    assert run(None, ["eval-codec", "--workdir", str(workdir), "--out", str(tmp_path / "eval"),
+                      "--clips", "2", "--duration", "0.2", "--no-music"]) == 0
+    report = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert [r["n_q"] for r in report["rows"]] == [1] and report["tokens"] == []
+    assert np.isfinite(report["rows"][0]["sisnr"])
