@@ -15,6 +15,7 @@ NORMS = ("weight_norm", "none")
 FINAL_ACTIVATIONS = (None, "Tanh")
 ENCODERS = ("seanet", "spectrogram")
 DECODERS = ("seanet", "oscillators")
+BOTTLENECKS = ("rvq", "vae")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,10 @@ class EncodecConfig:
     # equal-tempered material (the spectral losses cannot tell a quarter tone apart in the bass,
     # and a decoder left free to detune spreads each note over two pitch classes)
     oscillators_per_semitone: int = 4
+    # "rvq": discrete codes (EnCodec); "vae": a Gaussian bottleneck (magnet_jax.codec.vae), the
+    # continuous latent of MeLoDy's audio VAE-GAN, ``latent_dim`` wide (0: ``dimension`` wide)
+    bottleneck: str = "rvq"
+    latent_dim: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ratios", tuple(int(r) for r in self.ratios))
@@ -68,6 +73,10 @@ class EncodecConfig:
             problems.append(f"encoder={self.encoder!r} (use one of {ENCODERS})")
         if self.decoder not in DECODERS:
             problems.append(f"decoder={self.decoder!r} (use one of {DECODERS})")
+        if self.bottleneck not in BOTTLENECKS:
+            problems.append(f"bottleneck={self.bottleneck!r} (use one of {BOTTLENECKS})")
+        if self.latent_dim < 0:
+            problems.append(f"latent_dim={self.latent_dim} (must be >= 0; 0 = dimension)")
         if self.final_activation not in FINAL_ACTIVATIONS:
             problems.append(f"final_activation={self.final_activation!r} (use one of {FINAL_ACTIVATIONS})")
         for name in ("sample_rate", "channels", "dimension", "n_filters", "kernel_size", "last_kernel_size",
@@ -96,6 +105,16 @@ class EncodecConfig:
     def frame_rate(self) -> float:
         """Latent frames per second."""
         return self.sample_rate / self.hop_length
+
+    @property
+    def vae_latent_dim(self) -> int:
+        """Width of the VAE latent z (``latent_dim``, or ``dimension`` when it is 0)."""
+        return self.latent_dim or self.dimension
+
+    @property
+    def eval_n_q(self) -> int:
+        """How many codebook counts evaluation sweeps: n_q for RVQ, 1 (no codebooks) for the VAE."""
+        return self.n_q if self.bottleneck == "rvq" else 1
 
     @property
     def bottleneck_width(self) -> int:

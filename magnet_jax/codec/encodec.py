@@ -18,6 +18,7 @@ from magnet_jax.codec.quantizer import ResidualVectorQuantizer
 from magnet_jax.codec.seanet import SEANetDecoder, SEANetEncoder
 from magnet_jax.codec.oscillator_decoder import OscillatorDecoder
 from magnet_jax.codec.spectrogram_encoder import SpectrogramEncoder
+from magnet_jax.codec.vae import GaussianBottleneck
 
 
 def _is_concrete(x) -> bool:
@@ -35,7 +36,10 @@ class Encodec(nnx.Module):
         encoder = SpectrogramEncoder if cfg.encoder == "spectrogram" else SEANetEncoder
         self.encoder = encoder(cfg, rngs=rngs)
         self.decoder = (OscillatorDecoder if cfg.decoder == "oscillators" else SEANetDecoder)(cfg, rngs=rngs)
-        self.quantizer = ResidualVectorQuantizer(cfg.n_q, cfg.bins, cfg.dimension, rngs=rngs)
+        if cfg.bottleneck == "vae":
+            self.bottleneck = GaussianBottleneck(cfg.dimension, cfg.vae_latent_dim, rngs=rngs)
+        else:
+            self.quantizer = ResidualVectorQuantizer(cfg.n_q, cfg.bins, cfg.dimension, rngs=rngs)
 
     # --- the reference's CompressionModel properties ---------------------------------------
     @property
@@ -100,14 +104,36 @@ class Encodec(nnx.Module):
         self._check_audio(audio)
         return self.encoder(jnp.swapaxes(audio, 1, 2))
 
+    def _need_rvq(self, what: str) -> None:
+        if self.cfg.bottleneck != "rvq":
+            raise ValueError(f"{what} needs codebooks, but this codec has a VAE bottleneck: use "
+                             f"encode_moments / decode_vae for its continuous latents")
+
+    def _need_vae(self, what: str) -> None:
+        if self.cfg.bottleneck != "vae":
+            raise ValueError(f"{what} needs a VAE codec (codec.bottleneck='vae'); this one quantizes with RVQ")
+
+    def encode_moments(self, audio: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """VAE codecs: audio ``[B, C, N]`` -> (mean, logvar) of q(z | x), each ``[B, T, latent_dim]``.
+        The mean is the latent MeLoDy's diffusion models."""
+        self._need_vae("encode_moments")
+        return self.bottleneck.moments(self.encode_latent(audio))
+
+    def decode_vae(self, z: jax.Array) -> jax.Array:
+        """VAE codecs: latents ``[B, T, latent_dim]`` -> audio ``[B, C, T * hop]`` (float32)."""
+        self._need_vae("decode_vae")
+        return jnp.swapaxes(self.decoder(self.bottleneck.expand(z)), 1, 2)
+
     def encode(self, audio: jax.Array, n_q: int | None = None) -> jax.Array:
         """Audio ``[B, C, N]`` (float) -> codes ``[B, n_q, ceil(N / hop)]`` (int32)."""
+        self._need_rvq("encode")
         if n_q is not None and not 1 <= n_q <= self.n_q:
             raise ValueError(f"n_q={n_q}: this codec has {self.n_q} codebooks; use 1..{self.n_q}")
         return self.quantizer.encode(self.encode_latent(audio), n_q)
 
     def decode_latent(self, codes: jax.Array) -> jax.Array:
         """Codes ``[B, K, T]`` -> quantized latent ``[B, T, dimension]``."""
+        self._need_rvq("decode")
         self._check_codes(codes)
         return self.quantizer.decode(codes)
 

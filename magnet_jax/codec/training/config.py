@@ -40,6 +40,7 @@ class LossConfig:
     log_mel: float = 0.0            # DAC's multi-scale L1 on log mel magnitudes (see losses.log_mel)
     pitch: float = 0.0              # L1 on log magnitudes of a long STFT below pitch_f_max (losses.pitch)
     commitment: float = 1.0         # RVQ commitment, added outside the balancer (audiocraft's penalty)
+    kl: float = 0.01                # VAE codecs (codec.bottleneck='vae'): KL weight, outside the balancer
     balancer: bool = True           # EnCodec's gradient-norm loss balancer
     balancer_total_norm: float = 1.0
     balancer_ema_decay: float = 0.999
@@ -60,7 +61,7 @@ class LossConfig:
     pitch_range_db: float = 40.0    # magnitudes this far under the target's loudest bin count as silence
 
     def __post_init__(self) -> None:
-        for name in OUTPUT_LOSSES + ("commitment",):
+        for name in OUTPUT_LOSSES + ("commitment", "kl"):
             if getattr(self, name) < 0:
                 raise ValueError(f"losses.{name} must be >= 0, got {getattr(self, name)}")
         if self.adv_loss not in ADV_LOSSES:

@@ -67,10 +67,11 @@ def evaluate_workdir(workdir: str | Path, out: str | Path, *, step: int | None =
     labels_by_stem = D.read_labels(directory)
     labels = [labels_by_stem.get(Path(f).stem) for f in files]
     labels = labels if labels and all(lab is not None for lab in labels) else None
-    rows, recons = evaluate(trainer.reconstruct, params, audio, cc.n_q, cc.sample_rate, config["losses"],
+    rows, recons = evaluate(trainer.reconstruct, params, audio, cc.eval_n_q, cc.sample_rate, config["losses"],
                             ec.batch_size, labels=labels, music=music)
     encode = jax.jit(lambda p, a: nnx.merge(trainer.gen_graphdef, p).encode(a))
-    tokens = token_statistics(batched(lambda a: encode(params, a), audio, ec.batch_size), cc.bins)
+    tokens = (token_statistics(batched(lambda a: encode(params, a), audio, ec.batch_size), cc.bins)
+              if cc.bottleneck == "rvq" else [])        # a VAE codec has no tokens
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     spectrogram_png(audio[0], {k: y[0] for k, y in recons.items()}, cc.sample_rate, out / "spectrograms.png",

@@ -72,7 +72,7 @@ def validate(trainer: CodecTrainer, state: dict, clips: np.ndarray, workdir: Pat
     config = trainer.config
     params = state["ema"] if (config["train"].eval_ema and "ema" in state) else state["gen"]
     params = jax.tree.map(host, params)
-    rows, recons = evaluate(trainer.reconstruct, params, clips, config["codec"].n_q, config["codec"].sample_rate,
+    rows, recons = evaluate(trainer.reconstruct, params, clips, config["codec"].eval_n_q, config["codec"].sample_rate,
                             config["losses"], config["eval"].batch_size)
     out = {}
     for r in rows:
@@ -116,7 +116,7 @@ def train_codec(config: dict, workdir: str | Path, on_step: Callable[[int], None
             train_data.set_state(train_data.iterator.get_state())
         else:
             state, start = trainer.init_state(), 0
-            if not bool(host(state["vq"].inited)):
+            if "vq" in state and not bool(host(state["vq"].inited)):
                 state = trainer.kmeans_step(state, kmeans_batches(config, splits["train"], trainer))
     metrics = MetricsWriter(workdir, resume_step=start)
     cc = config["codec"]
@@ -194,6 +194,8 @@ def _train_row(window: list[dict], seconds: float, audio_per_step: float, frame_
     scalars = [k for k, v in ok[0].items() if np.ndim(v) == 0 and k not in ("finite", "nonfinite_run",
                                                                               "nonfinite_total", "lr")]
     row.update({k: float(np.mean([m[k] for m in ok])) for k in scalars})
+    if "dead_codes" not in ok[0]:        # a VAE codec: no codebooks, no bandwidth
+        return row
     row["bandwidth_kbps"] = row["n_q"] * np.log2(bins) * frame_rate / 1000
     for k in ("dead_codes", "perplexity"):
         per_layer = np.mean([m[k] for m in ok], axis=0)
@@ -209,7 +211,7 @@ def plot_codec_losses(jsonl: str | Path, out: str | Path) -> Path:
     rows = read_jsonl(jsonl)
     train = [r for r in rows if r["split"] == "train"]
     valid = [r for r in rows if r["split"] == "valid"]
-    keys = [k for k in ("loss_msspec", "loss_l1", "loss_adv", "loss_feat", "d_loss", "commitment")
+    keys = [k for k in ("loss_msspec", "loss_l1", "loss_adv", "loss_feat", "d_loss", "commitment", "kl")
             if any(r.get(k) is not None for r in train)]
     vkeys = sorted(k for r in valid for k in r if k.startswith("mel_distance_q"))
     panels = keys + (["held-out mel distance"] if vkeys else [])

@@ -42,6 +42,7 @@ from magnet_jax.codec.training import losses as L
 from magnet_jax.codec.training import rvq
 from magnet_jax.codec.training.config import check_config
 from magnet_jax.codec.training.discriminator import MultiScaleSTFTDiscriminator
+from magnet_jax.codec.vae import kl_divergence, reparameterize
 from magnet_jax.train import sharding
 from magnet_jax.train.optim import effective_lr, ema_update, make_optimizer
 from magnet_jax.train.state import key_data, like_param_shardings
@@ -95,9 +96,10 @@ def fresh_state(config: dict, gen_tx, disc_tx) -> dict:
     gen, disc = build_models(config, tc.seed)
     gp = _params(gen)
     state = {"gen": gp, "gen_opt": gen_tx.init(gp),
-             "vq": rvq.init_state(rvq.get_codebooks(gp), qc.kmeans_init),
              "step": jnp.zeros([], jnp.int32), "rng": jnp.asarray(key_data(tc.seed)),
              "nonfinite_total": jnp.zeros([], jnp.int32), "nonfinite_run": jnp.zeros([], jnp.int32)}
+    if config["codec"].bottleneck == "rvq":
+        state["vq"] = rvq.init_state(rvq.get_codebooks(gp), qc.kmeans_init)
     if disc is not None:
         dp = _params(disc)
         state["disc"], state["disc_opt"] = dp, disc_tx.init(dp)
@@ -135,6 +137,16 @@ def _generator_forward(gdef, params: dict, x: jax.Array, n_active: jax.Array):
     q, stats = rvq.quantize(rvq.get_codebooks(params), latent, n_active)
     y = jnp.swapaxes(model.decoder(q), 1, 2)[..., :x.shape[-1]]
     return (y, stats.commit), stats
+
+
+def _vae_forward(gdef, params: dict, x: jax.Array, key: jax.Array):
+    """((reconstruction [B, C, N], KL), None) for a VAE codec: decode a reparameterised sample
+    z = mean + exp(logvar / 2) eps of q(z | x); the KL term stands where RVQ's commitment does."""
+    model = nnx.merge(gdef, params)
+    mean, logvar = model.bottleneck.moments(model.encoder(jnp.swapaxes(x, 1, 2)))
+    z = reparameterize(key, mean, logvar)
+    y = jnp.swapaxes(model.decoder(model.bottleneck.expand(z)), 1, 2)[..., :x.shape[-1]]
+    return (y, kl_divergence(mean, logvar)), None
 
 
 DISC_LOSSES = ("adv", "feat")
@@ -187,6 +199,8 @@ def _losses_and_grads(config: dict, names: list[str], y, x, disc_apply, dparams,
 def make_train_step(config: dict, gdef, ddef, gen_tx, disc_tx, gen_schedule, mask: dict):
     lc, qc, oc = config["losses"], config["quantizer"], config["optim"]
     n_q = config["codec"].n_q
+    vae = config["codec"].bottleneck == "vae"
+    penalty = lc.kl if vae else lc.commitment
     weights = lc.balanced()
     names = list(weights)
     w = jnp.asarray([weights[n] for n in names], jnp.float32)
@@ -196,7 +210,11 @@ def make_train_step(config: dict, gdef, ddef, gen_tx, disc_tx, gen_schedule, mas
         key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
         k_nq, k_dead, k_adv = jax.random.split(key, 3)
         n_active = (jax.random.randint(k_nq, (), 1, n_q + 1) if qc.q_dropout else jnp.int32(n_q))
-        fwd = lambda p: _generator_forward(gdef, p, x, n_active)  # noqa: E731
+        if vae:   # the reparameterisation draw gets its own stream; RVQ's draws stay as they were
+            n_active = jnp.int32(0)
+            fwd = lambda p: _vae_forward(gdef, p, x, jax.random.fold_in(key, 7))  # noqa: E731
+        else:
+            fwd = lambda p: _generator_forward(gdef, p, x, n_active)  # noqa: E731
         (y, commit), pullback, stats = jax.vjp(fwd, state["gen"], has_aux=True)
         new, metrics = {}, {}
         dparams, real_fmaps, d_loss = None, None, jnp.float32(0.0)
@@ -214,16 +232,19 @@ def make_train_step(config: dict, gdef, ddef, gen_tx, disc_tx, gen_schedule, mas
         else:
             out_grad, g_loss = jnp.tensordot(w, grads_y, axes=1), jnp.sum(w * values)
         out_grad = out_grad * (1.0 + poison)           # poison = NaN only under fault injection
-        grads = pullback((out_grad, jnp.asarray(lc.commitment, commit.dtype)))[0]
+        grads = pullback((out_grad, jnp.asarray(penalty, commit.dtype)))[0]
         grads = jax.tree.map(lambda g, m: g * m, grads, mask)
         grad_norm = optax.global_norm(grads)
         updates_done = state["step"] - state["nonfinite_total"]
         lr = effective_lr(oc, gen_schedule, state["gen_opt"], updates_done)
         updates, new["gen_opt"] = gen_tx.update(grads, state["gen_opt"], state["gen"])
         gen = optax.apply_updates(state["gen"], jax.tree.map(lambda u, m: u * m, updates, mask))
-        embeds, new["vq"], vq_metrics = rvq.ema_update(rvq.get_codebooks(state["gen"]), state["vq"], stats,
-                                                       n_active, k_dead, qc)
-        new["gen"] = rvq.set_codebooks(gen, embeds)
+        if vae:
+            new["gen"], vq_metrics = gen, {}
+        else:
+            embeds, new["vq"], vq_metrics = rvq.ema_update(rvq.get_codebooks(state["gen"]), state["vq"], stats,
+                                                           n_active, k_dead, qc)
+            new["gen"] = rvq.set_codebooks(gen, embeds)
         if oc.ema_decay > 0:
             ema, count = ema_update(state["ema"], new["gen"], state["ema_count"], oc.ema_decay)
             now = (updates_done + 1) % oc.ema_every == 0
@@ -233,10 +254,11 @@ def make_train_step(config: dict, gdef, ddef, gen_tx, disc_tx, gen_schedule, mas
                   & jnp.isfinite(commit))
         out = _commit_if_finite(state, new, finite)
         metrics.update({f"loss_{n}": values[i] for i, n in enumerate(names)})
-        metrics.update({"g_loss": g_loss, "d_loss": d_loss, "commitment": commit, "grad_norm": grad_norm, "lr": lr,
-                        "n_q": n_active, "finite": finite, "nonfinite_run": out["nonfinite_run"],
-                        "nonfinite_total": out["nonfinite_total"],
-                        "dead_codes": vq_metrics["dead_codes"], "perplexity": vq_metrics["perplexity"]})
+        metrics.update({"g_loss": g_loss, "d_loss": d_loss, "kl" if vae else "commitment": commit,
+                        "grad_norm": grad_norm, "lr": lr, "n_q": n_active, "finite": finite,
+                        "nonfinite_run": out["nonfinite_run"], "nonfinite_total": out["nonfinite_total"]})
+        if not vae:
+            metrics.update({"dead_codes": vq_metrics["dead_codes"], "perplexity": vq_metrics["perplexity"]})
         return out, metrics
 
     return step
@@ -291,6 +313,9 @@ def make_kmeans_step(config: dict, gdef):
 def make_reconstruct(gdef):
     def reconstruct(params: dict, audio: jax.Array, n_q: int) -> jax.Array:
         model = nnx.merge(gdef, params)
+        if model.cfg.bottleneck == "vae":     # the posterior mean (no codebooks: n_q is ignored)
+            mean, _ = model.bottleneck.moments(model.encoder(jnp.swapaxes(audio, 1, 2)))
+            return jnp.swapaxes(model.decoder(model.bottleneck.expand(mean)), 1, 2)[..., :audio.shape[-1]]
         codes = model.quantizer.encode(model.encoder(jnp.swapaxes(audio, 1, 2)), n_q)
         return jnp.swapaxes(model.decoder(model.quantizer.decode(codes)), 1, 2)[..., :audio.shape[-1]]
     return reconstruct

@@ -1,0 +1,71 @@
+"""A tiny MeLoDy (arXiv 2305.15719): 16 kHz VAE-GAN codec (hop 320, 50 Hz, 8-dim latent), a
+dual-path diffusion over its latents (dim 64, 2 blocks, segments of 5 frames, M = 4 chunks), a
+one-codebook MusicGen LM over 32 k-means semantic tokens of the built-in log-mel + chroma
+extractor at 25 Hz. Sized for tests and CPU experiments, not for quality.
+
+The VAE-GAN trains through the codec trainer (the ``codec`` variant is a train-codec config: the
+SEANet codec with ``bottleneck='vae'``, the MS-STFT discriminator, the balancer, KL weight 0.01):
+
+    magnet-jax synth-corpus --out data/synth16k --clips 200 --sample-rate 16000
+    magnet-jax train-codec --config configs/melody_tiny.py:codec --workdir runs/melody_vae data.dir=data/synth16k
+
+The default variant gives the model configs for the Python API:
+
+    cfg = get_config()
+    dpd = DPD(cfg["dpd"], rngs=nnx.Rngs(0)); lm = semantic_lm(cfg["semantic_lm"], rngs=nnx.Rngs(1))
+    codec = Encodec(cfg["codec"], rngs=nnx.Rngs(2))
+    MeLoDy(lm, dpd, codec).generate(jax.random.key(0), duration=1.0,
+                                    diffusion_config=cfg["diffusion"])
+"""
+import dataclasses
+
+from magnet_jax.codec import codec_config
+from magnet_jax.codec.training.config import (CodecDataConfig, CodecEvalConfig, DiscriminatorConfig,
+                                              LossConfig, QuantizerTrainConfig)
+from magnet_jax.lm.ar_sampler import ARSamplerConfig
+from magnet_jax.melody.dpd import DPDConfig
+from magnet_jax.melody.sampler import DiffusionSamplerConfig
+from magnet_jax.melody.semantic_lm import semantic_lm_config
+from magnet_jax.train.config import MeshConfig, TrainConfig
+from magnet_jax.train.optim import OptimConfig
+
+NUM_TOKENS = 32
+
+
+def vae_codec():
+    return codec_config("encodec_16khz", n_filters=16, dimension=64, ratios=(5, 4, 4, 4), lstm=1,
+                        bottleneck="vae", latent_dim=8)
+
+
+def get_config(variant: str = ""):
+    if variant == "codec":
+        adam = OptimConfig(optimizer="adamw", lr=3e-4, beta1=0.5, beta2=0.9, weight_decay=0.0,
+                           schedule="constant", warmup=0, max_norm=0.0, ema_decay=0.0)
+        return {
+            "codec": vae_codec(),
+            "train": TrainConfig(steps=4000, batch_size=8, log_every=50, eval_every=1000, checkpoint_every=500,
+                                 keep_checkpoints=2),
+            "optim": dataclasses.replace(adam, lr=1e-3, beta1=0.9, beta2=0.99, schedule="cosine", warmup=100),
+            "disc_optim": adam,
+            "mesh": MeshConfig(),
+            "data": CodecDataConfig(dir="data/synth16k", segment_duration=1.0, valid_percent=10.0),
+            "losses": LossConfig(l1=1.0, msspec=1.0, log_mel=1.0, adv=4.0, feat=4.0, kl=0.01,
+                                 msspec_range_start=5, msspec_range_end=10),
+            "disc": DiscriminatorConfig(filters=8, n_ffts=(512, 256, 128), hop_lengths=(128, 64, 32),
+                                        win_lengths=(512, 256, 128)),
+            "quantizer": QuantizerTrainConfig(),          # unused by a VAE codec
+            "eval": CodecEvalConfig(clips=8, duration=4.0, batch_size=4),
+        }
+    if variant:
+        raise ValueError(f"unknown variant {variant!r} of configs/melody_tiny.py (have: codec)")
+    return {
+        "codec": vae_codec(),
+        "dpd": DPDConfig(latent_dim=8, dim=64, num_heads=4, ffn_dim=256, num_blocks=2, segment_length=5,
+                         semantic_vocab=NUM_TOKENS, num_chunks=4, cond_dropout=0.1),
+        "semantic_lm": semantic_lm_config(NUM_TOKENS, frame_rate=25, segment_duration=10.0, dim=64, num_heads=4,
+                                          num_layers=2, cross_attention=False),
+        "tokenizer": {"sample_rate": 16000, "hop_length": 640, "n_fft": 2048, "n_mels": 32,
+                      "num_tokens": NUM_TOKENS},
+        "diffusion": DiffusionSamplerConfig(num_steps=20, cfg_scale=2.5, chunkwise=True),
+        "semantic_sampling": ARSamplerConfig(top_k=0, temperature=1.0, cfg_coef=1.0),
+    }
