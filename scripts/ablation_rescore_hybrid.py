@@ -83,14 +83,15 @@ def evaluate_all(models: dict[str, Variant], prompts, out: Path, seeds: list[int
     """Every variant x seed through ``evaluate`` (skipped where its report.json exists: a killed run
     resumes), then each variant's seeds pooled."""
     from magnet_jax.eval.runner import evaluate
-    pooled = {}
+    pooled, reference = {}, {}         # the real clips' analyses, once per seed for all variants
     for name, model in models.items():
         folders = []
         for seed in seeds:
             folder = out / name / f"seed{seed}"
             if not (folder / "report.json").exists():
                 print(f"[ablation] {name} seed {seed}", flush=True)
-                evaluate(model, prompts, folder, seed=seed, batch_size=batch_size, prompts_file="heldout")
+                evaluate(model, prompts, folder, seed=seed, batch_size=batch_size, prompts_file="heldout",
+                         reference_cache=reference)
             folders.append(folder)
         summary = S.summarise(folders)
         S.write(summary, out / name / "pooled")

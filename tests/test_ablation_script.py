@@ -80,3 +80,19 @@ def test_each_variants_clips_are_what_that_variant_makes_by_hand(run):
     # the variants differ from each other (else the comparisons above prove nothing)
     assert not np.array_equal(_wavs(out / "magnet" / "seed0"), _wavs(out / f"hybrid_{PREFIX:g}s" / "seed0"))
     assert not np.array_equal(_wavs(out / "magnet" / "seed0"), _wavs(out / f"rescore_{WEIGHT:g}" / "seed0"))
+
+
+def test_real_clips_are_rendered_and_analysed_once_per_seed(run, monkeypatch):
+    from magnet_jax.eval import runner
+    calls = []
+    render = runner.render_real
+    monkeypatch.setattr(runner, "render_real", lambda *a, **k: calls.append(a[-1]) or render(*a, **k))
+    prompts, cache = heldout_prompts()[:2], {}
+    samples = tm.MAGNET_CFG.sequence_len * 320
+    first = runner.reference_analyses(run["magnet"], prompts, samples, 16000, 0, 8, False, cache)
+    again = runner.reference_analyses(run["magnet"], prompts, samples, 16000, 0, 8, False, cache)
+    runner.reference_analyses(run["magnet"], prompts, samples, 16000, 1, 8, False, cache)
+    assert calls == [0, 1] and again is first
+    uncached = runner.reference_analyses(run["magnet"], prompts, samples, 16000, 0, 8, False)
+    np.testing.assert_array_equal(uncached[1], first[1])
+    assert [a.to_dict() for a in uncached[2]] == [a.to_dict() for a in first[2]]

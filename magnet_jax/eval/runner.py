@@ -74,6 +74,27 @@ def codec_round_trip(model, audio: np.ndarray, batch_size: int) -> np.ndarray:
     return coded.mean(axis=1)[:, :audio.shape[-1]]
 
 
+def reference_analyses(model, prompts: Sequence[Prompt], num_samples: int, sample_rate: int, seed: int,
+                       batch_size: int, progress: bool, cache: dict | None = None) -> tuple:
+    """(attributes, clips, analyses, analyses through the codec) of the prompts' real clips.
+
+    They depend only on the prompts, the seed, the clip length and the codec, not on how the
+    generations were made; an ablation that evaluates several samplers of one model (or models
+    sharing a codec) passes one ``cache`` dict so they are rendered and analysed once per seed.
+    The key holds the codec object's id, so models on another codec never share an entry."""
+    key = (seed, num_samples, sample_rate, id(model.codec.model), tuple(p.caption for p in prompts))
+    if cache is not None and key in cache:
+        return cache[key]
+    real_attrs, real = render_real(prompts, num_samples, sample_rate, seed)
+    real_an = A.analyse_features(features(real, sample_rate, "analysing real clips", progress))
+    coded_an = A.analyse_features(features(codec_round_trip(model, real, batch_size), sample_rate,
+                                           "analysing real clips through the codec", progress))
+    result = (real_attrs, real, real_an, coded_an)
+    if cache is not None:
+        cache[key] = result
+    return result
+
+
 def slug(text: str, limit: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit].rstrip("_") or "prompt"
 
@@ -93,9 +114,11 @@ def write_wavs(out: Path, prompts: Sequence[Prompt], audio: np.ndarray, sample_r
 
 def evaluate(model, prompts: Sequence[Prompt], out: str | Path, *, seed: int = 0, batch_size: int | None = None,
              embedders: Sequence[F.Embedder] = (), prompts_file: str = "", progress: bool = True,
-             **sampler_params: Any) -> dict:
+             reference_cache: dict | None = None, **sampler_params: Any) -> dict:
     """Generate, analyse and score; writes report.json, report.md, the plots and the WAVs into
-    ``out`` and returns the report. ``model``: a ``magnet_jax.models.MAGNeT``."""
+    ``out`` and returns the report. ``model``: a ``magnet_jax.models.MAGNeT``.
+    ``reference_cache``: a dict shared by several calls that compare models on the same codec
+    (see ``reference_analyses``)."""
     out = Path(out)
     prompts = list(prompts)
     timings = {}
@@ -104,12 +127,10 @@ def evaluate(model, prompts: Sequence[Prompt], out: str | Path, *, seed: int = 0
                          **sampler_params)
     timings["generate_s"] = time.perf_counter() - t0
     sr, generated = gen.sample_rate, gen.audio.mean(axis=1)            # mono [N, samples]
-    real_attrs, real = render_real(prompts, generated.shape[-1], sr, seed)
     t0 = time.perf_counter()
     gen_an = A.analyse_features(features(generated, sr, "analysing generations", progress))
-    real_an = A.analyse_features(features(real, sr, "analysing real clips", progress))
-    coded_an = A.analyse_features(features(codec_round_trip(model, real, batch_size or 8), sr,
-                                           "analysing real clips through the codec", progress))
+    real_attrs, real, real_an, coded_an = reference_analyses(model, prompts, generated.shape[-1], sr, seed,
+                                                             batch_size or 8, progress, reference_cache)
     timings["analyse_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     codec = F.CodecLatents(model.codec.model, batch_size=batch_size or 8)
