@@ -316,3 +316,22 @@ def test_cli_reports_bad_input_as_one_line(data_dir, tmp_path, capsys):
     assert main(["ablate-span", "--config", "configs/tiny_lm.py:unconditional", "--workdir", str(tmp_path),
                  "--span-lens", "1,x"]) == 2
     assert "comma-separated integers" in capsys.readouterr().err
+
+
+def test_prefetched_batches_equal_direct_reads_in_order(data_dir):
+    """data.prefetch > 0 (a thread reads and places batches on the devices ahead of the step)
+    yields the same batches, in the same order, with the same checkpoint positions, as reading
+    each batch when it is needed."""
+    cfg = tiny(data_dir)
+    tr = build_trainer(cfg)
+    direct, ahead = (Batches(cfg["data"], cfg["text"], None, tr.mesh, batch_size=8, frames=T, seed=0,
+                             split="train", train=True, prefetch=p) for p in (0, 2))
+    try:
+        for step in range(6):
+            a, b = direct.next(step), ahead.next(step)
+            assert set(a) == set(b) and all(isinstance(v, jax.Array) for v in b.values())
+            assert all(np.array_equal(host(a[k]), host(b[k])) for k in a)
+            assert direct.consumed_state == ahead.consumed_state
+    finally:
+        direct.close()
+        ahead.close()

@@ -87,26 +87,33 @@ class MagnetLM(CodebookLM):
     """MAGNeT: stage s predicts codebook s with a band-restricted self-attention for s > 0."""
     cfg: LMConfig
 
-    def attention_bias(self, stage: int | jax.Array, length: int) -> "jax.Array | LocalBand | None":
+    def attention_bias(self, stage: int | jax.Array, length: int,
+                       restricted: bool | None = None) -> "jax.Array | LocalBand | None":
         """The self-attention restriction of a stage: None (full) for stage 0 or
         subcodes_context = -1; for stages > 0 a static ``LocalBand`` when the stage is a Python
         int (the sampler: only the band is computed), else an additive band bias selected by
-        the traced stage (training draws one stage per batch inside the jitted step).
+        the traced stage. ``restricted`` (static) says whether a traced stage is > 0 (the train
+        step branches on it: ``objective.restricted_stage``): True gives the ``LocalBand``,
+        False full attention.
         """
         if self.cfg.subcodes_context < 0:
             return None
+        if restricted is not None:
+            return LocalBand(self.cfg.subcodes_context) if restricted else None
         if isinstance(stage, int):
             return LocalBand(self.cfg.subcodes_context) if stage > 0 else None
         band = band_bias(length, self.cfg.subcodes_context)
         return jnp.where(stage > 0, band, jnp.zeros_like(band))
 
     def hidden(self, codes: jax.Array, stage: int | jax.Array, cross_kv: jax.Array | None,
-               remat: bool = False, cond_lengths: jax.Array | None = None) -> jax.Array:
+               remat: bool = False, cond_lengths: jax.Array | None = None,
+               restricted: bool | None = None) -> jax.Array:
         """Final normalised hidden states [B, T, D]. Rows past cross_kv's batch are null-conditioned.
         ``cond_lengths`` [n_cond]: each conditioned row's own text length (its cross-attention
-        ignores the batch's padding past it); None is audiocraft's unmasked cross-attention."""
+        ignores the batch's padding past it); None is audiocraft's unmasked cross-attention.
+        ``restricted``: see ``attention_bias``."""
         x = self.embed(codes)
-        x = self.transformer(x, self.attention_bias(stage, codes.shape[-1]), cross_kv, remat=remat,
+        x = self.transformer(x, self.attention_bias(stage, codes.shape[-1], restricted), cross_kv, remat=remat,
                              cond_lengths=cond_lengths)
         return self.out_norm(x)
 

@@ -114,14 +114,35 @@ class LossOutput(NamedTuple):
     masked_fraction: jax.Array
 
 
+def loss_stage(key: jax.Array, n_q: int, stage_probs: jax.Array | None = None) -> jax.Array:
+    """The stage ``magnet_loss`` draws from ``key`` (same split, same draw), for a caller that must
+    know it before the loss runs (``restricted_stage``)."""
+    return draw_stage(jax.random.split(key, 3)[0], n_q, stage_probs)
+
+
+def restricted_stage(cfg, key: jax.Array, stage_probs: jax.Array | None = None) -> jax.Array | None:
+    """Traced bool: whether the stage ``magnet_loss`` draws from ``key`` restricts self-attention to
+    the band (stage > 0 with subcodes_context >= 0); None when no stage does. The train step
+    branches on it (``lax.cond``) and calls ``magnet_loss(..., restricted=True/False)`` in each
+    branch, so a band stage computes only the band (``LocalBand``) instead of T x T scores
+    under an additive -inf bias; the loss is the same function either way."""
+    if cfg.subcodes_context < 0:
+        return None
+    return loss_stage(key, cfg.n_q, stage_probs) > 0
+
+
 def magnet_loss(model: MagnetLM, codes: jax.Array, cond: jax.Array | None, key: jax.Array, *,
                 lut: jax.Array, cfg_dropout: float = 0.3, padding_mask: jax.Array | None = None,
                 stage: jax.Array | None = None, remat: bool = False,
-                stage_probs: jax.Array | None = None, mask_rate: float | None = None) -> LossOutput:
+                stage_probs: jax.Array | None = None, mask_rate: float | None = None,
+                restricted: bool | None = None) -> LossOutput:
     """One MAGNeT training loss on ground-truth codes [B, K, T] and text condition [B, S, D].
 
     ``stage`` may be given (e.g. per-stage validation); otherwise it is drawn by ``draw_stage``.
     ``mask_rate`` (diagnostics) replaces the cosine draw, see ``mask_codes``.
+    ``restricted`` (static): the caller knows whether the stage is band-restricted
+    (``restricted_stage``): True computes the band only (``LocalBand``), False full attention;
+    None selects an additive band bias by the traced stage (T x T scores either way).
     """
     cfg = model.cfg
     k_stage, k_mask, k_cfg = jax.random.split(key, 3)
@@ -133,7 +154,7 @@ def magnet_loss(model: MagnetLM, codes: jax.Array, cond: jax.Array | None, key: 
     if cond is not None:
         keep = (jax.random.uniform(k_cfg) >= cfg_dropout).astype(cond.dtype)  # one draw per batch
         cross_kv = model.project_condition(cond * keep)
-    hidden = model.hidden(batch.inputs, stage, cross_kv, remat=remat)
+    hidden = model.hidden(batch.inputs, stage, cross_kv, remat=remat, restricted=restricted)
     logits = model.stage_logits(hidden, stage)
     targets = jnp.take_along_axis(codes, jnp.full((codes.shape[0], 1, codes.shape[2]), stage), axis=1)[:, 0]
     loss, acc = masked_cross_entropy(logits, targets, batch.loss_mask)

@@ -79,6 +79,9 @@ def band_window_attention(q: jax.Array, k: jax.Array, v: jax.Array, band: LocalB
     qpos = np.arange(Tp).reshape(n_blocks, blk, 1)
     kpos = (np.arange(n_blocks)[:, None, None] * blk + np.arange(window)[None, None, :] - c)
     valid = (np.abs(qpos - kpos) <= c) & (kpos >= 0) & (kpos < T)
+    # padding queries (past T, sliced off below) see every slot: an all -inf row would be NaN,
+    # and 0 x NaN poisons the backward pass (training differentiates through this)
+    valid |= qpos >= T
     bias = jnp.asarray(np.where(valid, 0.0, -np.inf), jnp.float32)  # [nb, blk, W]
     q = q * jnp.asarray(1.0 / math.sqrt(Dh), q.dtype)
     scores = jnp.einsum("bnqhd,bnkhd->bnhqk", q, kw, preferred_element_type=jnp.float32)

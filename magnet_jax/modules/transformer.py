@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from magnet_jax.lm.config import TokenLMConfig
@@ -28,17 +29,54 @@ from magnet_jax.modules.layers import LayerNorm, gaussian_std, param, truncated_
 from magnet_jax.train.sharding import constrain
 
 
+def _ffn_forward(x: jax.Array, w1: jax.Array, w2: jax.Array) -> tuple[jax.Array, jax.Array]:
+    h = constrain(jnp.einsum("btd,df->btf", x, w1), "batch", "length", "act_mlp")
+    return jnp.einsum("btf,fd->btd", jax.nn.gelu(h, approximate=False), w2), h
+
+
+@jax.custom_vjp
+def feed_forward(x: jax.Array, w1: jax.Array, w2: jax.Array) -> jax.Array:
+    """linear2(gelu(linear1(x))) with exact GELU; x [B, T, D], w1 [D, F], w2 [F, D].
+
+    The hand-written backward is the same math as autodiff's, arranged for XLA: the GELU
+    derivative times the incoming gradient (dh [B, T, F]) is computed once and kept (an
+    optimisation barrier) for both of its consumers (dx and dw1). Left to itself XLA:CPU
+    fused the erf derivative into each consumer, once in a transposed layout (a tenth of a
+    train step at dim 512)."""
+    return _ffn_forward(x, w1, w2)[0]
+
+
+def _ffn_fwd(x, w1, w2):
+    y, h = _ffn_forward(x, w1, w2)
+    return y, (x, h, w1, w2)
+
+
+def _ffn_bwd(res, dy):
+    x, h, w1, w2 = res
+    cdf = 0.5 * (1.0 + jax.lax.erf(h * np.float32(1 / np.sqrt(2))).astype(h.dtype))   # Phi(h)
+    pdf = jnp.exp(-0.5 * h * h) * np.float32(1 / np.sqrt(2 * np.pi))                 # phi(h)
+    g = h * cdf                                                                        # gelu(h)
+    dg = jnp.einsum("btd,fd->btf", dy, w2)
+    dh = jax.lax.optimization_barrier(constrain((dg * (cdf + h * pdf)).astype(h.dtype),
+                                                "batch", "length", "act_mlp"))
+    dx = jnp.einsum("btf,df->btd", dh, w1)
+    dw1 = jnp.einsum("btd,btf->df", x, dh)
+    dw2 = jnp.einsum("btf,btd->fd", g.astype(dy.dtype), dy)
+    return dx, dw1, dw2
+
+
+feed_forward.defvjp(_ffn_fwd, _ffn_bwd)
+
+
 class FeedForward(nnx.Module):
-    """linear2(gelu(linear1(x))), exact (erf) GELU, no biases."""
+    """linear2(gelu(linear1(x))), exact (erf) GELU, no biases (``feed_forward``)."""
 
     def __init__(self, dim: int, ffn_dim: int, *, depth, rngs: nnx.Rngs):
         self.linear1 = param(rngs, truncated_normal(gaussian_std(dim, depth)), (dim, ffn_dim), ("embed", "mlp"))
         self.linear2 = param(rngs, truncated_normal(gaussian_std(ffn_dim, depth)), (ffn_dim, dim), ("mlp", "embed"))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = jnp.einsum("btd,df->btf", x, self.linear1[...].astype(x.dtype))
-        h = constrain(jax.nn.gelu(h, approximate=False), "batch", "length", "act_mlp")
-        return jnp.einsum("btf,fd->btd", h, self.linear2[...].astype(x.dtype))
+        return feed_forward(x, self.linear1[...].astype(x.dtype), self.linear2[...].astype(x.dtype))
 
 
 class TransformerLayer(nnx.Module):

@@ -30,6 +30,9 @@ class TrainConfig:
     grad_accum: int = 1             # micro-batches per step (batch_size / grad_accum each)
     seed: int = 0
     remat: bool = False             # rematerialise each layer in the backward pass
+    band_attention: bool = True     # MAGNeT stages > 0 compute only the +-subcodes_context band
+                                    # of self-attention (a lax.cond on the drawn stage); False:
+                                    # T x T scores under an additive band bias, as audiocraft
     jit_init: bool = True           # create parameters in a jitted program, already sharded
                                     # (False: eagerly on the host, then placed; no compile)
     log_every: int = 10

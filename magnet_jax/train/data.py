@@ -105,13 +105,14 @@ class Batches:
         self.iterator.set_state(state)
         self.consumed_state = state
 
-    # a background thread reads, parses and text-encodes batches ahead of the device; each
+    # a background thread reads, parses, text-encodes and places batches on the devices ahead of
+    # the step (device prefetch: ``next`` hands over arrays already on their devices); each
     # batch travels with the iterator position *after* it, which is what a checkpoint taken
     # once that batch is consumed must hold
     def _produce(self, step: int) -> None:
         try:
             while not self._stop.is_set():
-                item = (self.host_batch(step), self.iterator.get_state())
+                item = (self.to_global(self.host_batch(step)), self.iterator.get_state())
                 while not self._stop.is_set():
                     try:
                         self._queue.put(item, timeout=0.1)
@@ -158,7 +159,7 @@ class Batches:
             self.close()
             raise item
         batch, self.consumed_state = item
-        return self.to_global(batch)
+        return batch
 
 
 def dataset_codec(directory: str | Path) -> dict | None:

@@ -38,7 +38,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from magnet_jax.lm.ar_objective import musicgen_loss
-from magnet_jax.lm.objective import magnet_loss, span_count_lut
+from magnet_jax.lm.objective import magnet_loss, restricted_stage, span_count_lut
 from magnet_jax.train import sharding
 from magnet_jax.train.checkpointing import Checkpoints, PreemptionGuard
 from magnet_jax.train.config import FAMILY_KEY, check_config, lm_family, to_json
@@ -90,12 +90,16 @@ class Objective:
         dropout off, per stage (MAGNeT: one masked pass per stage) or per codebook (MusicGen)
     part: what those n_q entries are named after in metrics.jsonl ('stage' or 'codebook')
     per_part(metrics): (index, loss, accuracy) per part, from one step's host metrics
+    route(key): None, or a traced bool the step branches on (``lax.cond``) before the loss, each
+        branch calling ``loss(..., route=True/False)`` (static): MAGNeT's restricted stage
+        (stage > 0 computes only the self-attention band, stage 0 full attention)
     """
     family: str
     loss: Callable
     evaluate: Callable
     part: str
     per_part: Callable[[dict], list[tuple[int, float, float]]]
+    route: Callable | None = None
 
 
 def objective(config: dict, mask_rate: float | None = None) -> Objective:
@@ -112,9 +116,12 @@ def _magnet_objective(config: dict, mask_rate: float | None) -> Objective:
     lut = jnp.asarray(span_count_lut(lm_cfg.sequence_len, lm_cfg.span_len))
     probs = (jnp.asarray(tc.stage_weights, jnp.float32) / sum(tc.stage_weights)) if tc.stage_weights else None
 
-    def loss(lm, codes, cond, key, padding_mask):
+    def loss(lm, codes, cond, key, padding_mask, route=None):
         return magnet_loss(lm, codes, cond, key, lut=lut, cfg_dropout=txc.cfg_dropout,
-                           padding_mask=padding_mask, remat=tc.remat, stage_probs=probs)
+                           padding_mask=padding_mask, remat=tc.remat, stage_probs=probs, restricted=route)
+
+    def route(key):
+        return restricted_stage(lm_cfg, key, probs)
 
     def evaluate(lm, codes, cond, key, padding_mask):
         def one_stage(s):   # lax.map: one compiled stage body instead of n_q unrolled copies
@@ -125,7 +132,8 @@ def _magnet_objective(config: dict, mask_rate: float | None) -> Objective:
 
     def per_part(m: dict) -> list[tuple[int, float, float]]:
         return list(zip(m["stage"].tolist(), m["loss"].tolist(), m["accuracy"].tolist()))
-    return Objective("magnet", loss, evaluate, "stage", per_part)
+    return Objective("magnet", loss, evaluate, "stage", per_part,
+                     route if (tc.band_attention and lm_cfg.subcodes_context >= 0) else None)
 
 
 def _musicgen_objective(config: dict) -> Objective:
@@ -160,10 +168,11 @@ def make_loss_fn(graphdef, config: dict, text: bool):
     loss of the config's family (``objective``)."""
     family_loss = objective(config).loss
 
-    def loss_fn(params, mb, key, poison):
+    def loss_fn(params, mb, key, poison, route=None):
         model = nnx.merge(graphdef, params)
         cond = model.text(mb["text_hidden"], mb["text_mask"]) if text else None
-        out = family_loss(model.lm, mb["codes"], cond, key, mb["padding_mask"])
+        extra = {} if route is None else {"route": route}
+        out = family_loss(model.lm, mb["codes"], cond, key, mb["padding_mask"], **extra)
         loss = out.loss * (1.0 + poison)        # poison = NaN only under fault injection
         return loss, out._replace(loss=loss)
     return loss_fn
@@ -172,7 +181,16 @@ def make_loss_fn(graphdef, config: dict, text: bool):
 def make_train_step(graphdef, config: dict, tx, schedule, mask: dict, text: bool):
     tc, oc = config["train"], config["optim"]
     accum, use_ema = tc.grad_accum, oc.ema_decay > 0
-    grad_fn = jax.value_and_grad(make_loss_fn(graphdef, config, text), has_aux=True)
+    value_and_grad = jax.value_and_grad(make_loss_fn(graphdef, config, text), has_aux=True)
+    route = objective(config).route
+
+    def grad_fn(params, mb, key, poison):
+        if route is None:
+            return value_and_grad(params, mb, key, poison)
+        # one branch per static route (MAGNeT: band-only attention for stages > 0), the
+        # gradient taken inside each so neither branch carries the other's residuals
+        return jax.lax.cond(route(key), lambda *a: value_and_grad(*a, route=True),
+                            lambda *a: value_and_grad(*a, route=False), params, mb, key, poison)
 
     def step(state, batch, poison):
         params = state["params"]
@@ -306,7 +324,7 @@ def build_trainer(config: dict, encoder: Any = "load") -> Trainer:
     # in one process); everything the step closes over is a function of this key
     cosine_len = (oc.total_steps or tc.steps) if oc.schedule == "cosine" else 0
     what = {"lm": to_json(config)["lm"], "optim": to_json(config)["optim"], "text": to_json(config)["text"],
-            "freeze": fc.freeze, "grad_accum": tc.grad_accum, "remat": tc.remat, "cosine_len": cosine_len,
+            "freeze": fc.freeze, "grad_accum": tc.grad_accum, "remat": tc.remat, "band_attention": tc.band_attention, "cosine_len": cosine_len,
             "stage_weights": tc.stage_weights}
     key = (json.dumps(what, sort_keys=True), tuple(d.id for d in mesh.devices.flat),
            tuple(mesh.shape.items()), text_width)
