@@ -17,24 +17,18 @@ override away (``lm.dim=256 lm.num_layers=4 lm.ffn_dim=1024 train.steps=4000``):
 
 Any field can be overridden on the command line (``train.steps=4000``).
 """
+from configs.default_model import get_config as default_model_config
 from magnet_jax.lm.musicgen import MusicGenConfig
-from magnet_jax.train.config import DataConfig, FinetuneConfig, MeshConfig, TextConfig, TrainConfig
-from magnet_jax.train.optim import OptimConfig
+from magnet_jax.train.config import TrainConfig
 
 
 def get_config(variant: str = ""):
     if variant:
         raise ValueError(f"configs/ablation_musicgen.py has no variants (got {variant!r}); use key=value overrides")
-    return {
-        "lm": MusicGenConfig(dim=128, num_heads=4, num_layers=3, ffn_dim=512, n_q=4, card=256,
-                             delays=(0, 1, 2, 3), frame_rate=50, segment_duration=5.0,
-                             positional_embedding="rope"),
-        "train": TrainConfig(steps=1000, batch_size=8, log_every=25, eval_every=500, eval_batches=8,
-                             jit_init=False, checkpoint_every=200, keep_checkpoints=2),
-        "optim": OptimConfig(optimizer="adamw", lr=1e-3, beta1=0.9, beta2=0.95, weight_decay=0.1,
-                             schedule="cosine", warmup=100, max_norm=1.0, ema_decay=0.99, ema_every=1),
-        "mesh": MeshConfig(data=-1, fsdp=1, tensor=1),
-        "data": DataConfig(dir="runs/default_tokens/magnet_tokens/1.0.0"),
-        "text": TextConfig(encoder="minilm", max_tokens=48, word_dropout=0.1, cfg_dropout=0.2),
-        "finetune": FinetuneConfig(),
-    }
+    config = default_model_config()        # optimizer, data, text conditioning and dropouts as the default's
+    config["lm"] = MusicGenConfig(dim=128, num_heads=4, num_layers=3, ffn_dim=512, n_q=4, card=256,
+                                  delays=(0, 1, 2, 3), frame_rate=50, segment_duration=5.0,
+                                  positional_embedding="rope")
+    config["train"] = TrainConfig(steps=1000, batch_size=8, log_every=25, eval_every=500, eval_batches=8,
+                                  jit_init=False, checkpoint_every=200, keep_checkpoints=2)
+    return config
