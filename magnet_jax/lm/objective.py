@@ -145,9 +145,9 @@ def magnet_loss(model: MagnetLM, codes: jax.Array, cond: jax.Array | None, key: 
     None selects an additive band bias by the traced stage (T x T scores either way).
     """
     cfg = model.cfg
-    k_stage, k_mask, k_cfg = jax.random.split(key, 3)
+    _, k_mask, k_cfg = jax.random.split(key, 3)
     if stage is None:
-        stage = draw_stage(k_stage, cfg.n_q, stage_probs)
+        stage = loss_stage(key, cfg.n_q, stage_probs)     # the one definition restricted_stage reads too
     batch = mask_codes(k_mask, codes, stage, span_len=cfg.span_len, lut=lut, mask_id=cfg.mask_id,
                        padding_mask=padding_mask, mask_rate=mask_rate)
     cross_kv = None
