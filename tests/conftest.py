@@ -2,14 +2,28 @@
 
 - 8 virtual CPU devices, so sharding tests can build (8,1,1), (2,2,2), (1,2,4) meshes.
 - Stub modules for torchaudio / spacy / laion_clap (see tests/reference.py).
+- A persistent XLA compilation cache, fresh for each session: many tests build the same tiny
+  model or train step again (a resumed run, the same codec in another test, a CLI subprocess),
+  and a cache hit skips the recompilation that dominated their time. It starts empty, so a run
+  never reuses programs from another checkout; the size bound turns on jax's file lock, which the
+  multi-process tests need because they write to it at the same time.
 """
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="magnet_jax_xla_cache_")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
 
 sys.path.insert(0, os.path.dirname(__file__))
 import reference  # noqa: E402
