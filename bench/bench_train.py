@@ -13,6 +13,7 @@ device's bf16 peak on accelerators. Prints JSON and writes
 bench/results/train_<device>.json.
 
     python bench/bench_train.py [--batch 2] [--steps 2] [--remat] [--layers 8] [--dim 512] [--no-reference]
+        [--attention-impl einsum|xla|cudnn] [--also-no-band] [--also-attention-impl xla]
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 
-def ours(args, S: int, W: int, band: bool = True) -> dict:
+def ours(args, S: int, W: int, band: bool = True, attention_impl: str | None = None) -> dict:
     """Build and compile ours; returns a dict with ``step(stage)`` (one timed step on that stage:
     the step counter is set to a step whose drawn stage it is) and what the result records."""
     import jax
@@ -44,7 +45,8 @@ def ours(args, S: int, W: int, band: bool = True) -> dict:
     from magnet_jax.train.optim import OptimConfig
     from magnet_jax.train.config import TrainConfig, TextConfig
     lm = LMConfig(dim=args.dim, num_heads=args.heads, num_layers=args.layers, ffn_dim=4 * args.dim,
-                  card=2048, frame_rate=48, segment_duration=10.0, compute_dtype=args.dtype)
+                  card=2048, frame_rate=48, segment_duration=10.0, compute_dtype=args.dtype,
+                  attention_impl=attention_impl or args.attention_impl)
     cfg = default_config(lm)
     cfg["train"] = TrainConfig(steps=1000, batch_size=args.batch, jit_init=True, progress=False, remat=args.remat,
                                band_attention=band)
@@ -182,6 +184,10 @@ def main() -> None:
     ap.add_argument("--remat", action="store_true")
     ap.add_argument("--also-no-band", action="store_true",
                     help="also time ours with train.band_attention=False (T x T scores, additive band bias)")
+    ap.add_argument("--attention-impl", default="einsum", choices=("einsum", "xla", "cudnn"),
+                    help="lm.attention_impl of ours")
+    ap.add_argument("--also-attention-impl", default=None, choices=("einsum", "xla", "cudnn"),
+                    help="also time ours with this lm.attention_impl")
     ap.add_argument("--text-tokens", type=int, default=8)
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     ap.add_argument("--no-reference", action="store_true")
@@ -192,9 +198,14 @@ def main() -> None:
     ref = None if args.no_reference else reference(args, args.text_tokens, W)
     # interleaved rounds: each round times ours on every stage and the reference as often, so a
     # shared machine's load falls on both alike
-    nob = ours(args, args.text_tokens, W, band=False) if args.also_no_band else None
+    extra = {}                  # other variants of ours, timed in the same rounds
+    if args.also_no_band:
+        extra["ours_band_attention_off"] = ours(args, args.text_tokens, W, band=False)
+    if args.also_attention_impl:
+        extra[f"ours_attention_{args.also_attention_impl}"] = ours(args, args.text_tokens, W,
+                                                                   attention_impl=args.also_attention_impl)
     by_stage = {s: [] for s in range(mine["n_q"])}
-    nob_stage = {s: [] for s in range(mine["n_q"])}
+    extra_stage = {name: {s: [] for s in range(mine["n_q"])} for name in extra}
     ref_times = []
     cpu_peaks = []
     pairs = []
@@ -203,8 +214,8 @@ def main() -> None:
             cpu_peaks.append(matmul_peak_jax())
         for s in range(mine["n_q"]):
             by_stage[s].append(mine["step"](s))
-            if nob is not None:
-                nob_stage[s].append(nob["step"](s))
+            for name, variant in extra.items():
+                extra_stage[name][s].append(variant["step"](s))
             if ref is not None:
                 ref_times.append(ref["step"]())
                 pairs.append((s, ref_times[-1] / by_stage[s][-1]))   # adjacent in time: same load
@@ -213,16 +224,16 @@ def main() -> None:
         mine["peak"] = max(cpu_peaks) * jax.device_count()
     stage_s = {s: min(ts) for s, ts in by_stage.items()}
     step_s = sum(stage_s.values()) / len(stage_s)     # expected step time under the uniform stage draw
-    nob_out = None
-    if nob is not None:
-        nob_s = sum(min(ts) for ts in nob_stage.values()) / len(nob_stage)
-        nob_out = {"step_s": round(nob_s, 4), "step_s_by_stage": {str(s): round(min(ts), 4) for s, ts in nob_stage.items()},
-                   "tokens_per_s": round(mine["tokens"] / nob_s, 2), "mfu": round(mine["flops"] / nob_s / mine["peak"], 4)}
+    extra_out = {}
+    for name, times in extra_stage.items():
+        v_s = sum(min(ts) for ts in times.values()) / len(times)
+        extra_out[name] = {"step_s": round(v_s, 4), "step_s_by_stage": {str(s): round(min(ts), 4) for s, ts in times.items()},
+                           "tokens_per_s": round(mine["tokens"] / v_s, 2), "mfu": round(mine["flops"] / v_s / mine["peak"], 4)}
     ours_out = {"step_s": step_s, "step_s_by_stage": {str(s): round(v, 4) for s, v in stage_s.items()},
                 "compile_plus_first_step_s": mine["compile_s"], "flops": mine["flops"],
                 "tokens_per_s": mine["tokens"] / step_s, "mfu": mine["flops"] / step_s / mine["peak"],
                 "peak_gflops": mine["peak"] / 1e9, "loss": mine["st"]["loss"], "device": mine["device"],
-                "devices": mine["devices"], "remat": args.remat,
+                "devices": mine["devices"], "remat": args.remat, "attention_impl": args.attention_impl,
                 "peak_gflops_per_round": [round(p / 1e9, 2) for p in cpu_peaks]}
     ref_out = None
     if ref is not None:
@@ -239,7 +250,7 @@ def main() -> None:
                   f"(the uniform stage draw); reference: min over its steps (random stages); "
                   f"CPU peak: best jitted matmul of one measurement per round",
         "ours": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in ours_out.items()},
-        "ours_band_attention_off": nob_out,
+        **extra_out,
         "reference": None if ref_out is None else {k: (round(v, 4) if isinstance(v, float) else v) for k, v in ref_out.items()},
         "speedup_tokens_per_s": None if ref_out is None else round(ours_out["tokens_per_s"] / ref_out["tokens_per_s"], 3),
         # robust to a load that changes during the run: each ours step against the reference step

@@ -145,9 +145,9 @@ run() {
   fi
 }
 
-train_step() {   # NAME DIM HEADS LAYERS BATCH DTYPE
+train_step() {   # NAME DIM HEADS LAYERS BATCH DTYPE [bench_train.py options...]
   run "$1" 30 "" "$PY" bench/bench_train.py --dim "$2" --heads "$3" --layers "$4" --batch "$5" --dtype "$6" \
-    --steps 3 --no-reference --out "$RAW/$1.json"
+    --steps 3 --no-reference --out "$RAW/$1.json" "${@:7}"
 }
 
 sampler() {      # NAME DIM HEADS LAYERS BATCH DTYPE: magnet-jax sample on random weights, 3 calls
@@ -186,6 +186,8 @@ for b in $LAT_BATCHES; do
 done
 if [ "$SMOKE" = 0 ]; then
   train_step train_medium_bfloat16 "${MEDIUM[@]}" "${TRAIN_BATCH[1]}" bfloat16
+  # full and cross-attention through cuDNN's flash attention (lm.attention_impl=cudnn)
+  train_step train_small_bfloat16_cudnn "${SMALL[@]}" "${TRAIN_BATCH[0]}" bfloat16 --attention-impl cudnn
   sampler sampler_medium_bfloat16 "${MEDIUM[@]}" 1 bfloat16
   train_step train_small_float32 "${SMALL[@]}" "${TRAIN_BATCH[0]}" float32
   sampler sampler_small_float32 "${SMALL[@]}" 1 float32

@@ -47,3 +47,44 @@ def test_rotary_embedding_closed_form():
     q, k = np.asarray(rotary_embedding(seq(q1))), np.asarray(rotary_embedding(seq(k1)))
     dot = lambda i, j: float(q[0, i, 0] @ k[0, j, 0])
     assert abs(dot(5, 2) - dot(30, 27)) < 1e-4 and abs(dot(5, 2) - dot(5, 3)) > 1e-3
+
+
+def _hand_attention(q, k, v, bias):
+    """softmax(q k^T / sqrt(d) + bias) v, row by row in float64 numpy."""
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    out = np.zeros_like(q)
+    for b in range(q.shape[0]):
+        for h in range(q.shape[2]):
+            s = q[b, :, h] @ k[b, :, h].T / math.sqrt(q.shape[-1])
+            if bias is not None:
+                s = s + np.broadcast_to(np.asarray(bias, np.float64), (q.shape[0], q.shape[2], *s.shape))[b, h]
+            w = np.exp(s - s.max(-1, keepdims=True))
+            out[b, :, h] = (w / w.sum(-1, keepdims=True)) @ v[b, :, h]
+    return out
+
+
+@pytest.mark.parametrize("impl", ["einsum", "xla"])
+@pytest.mark.parametrize("bias_kind", ["none", "causal", "key_padding"])
+def test_each_attention_impl_equals_the_hand_computed_softmax(impl, bias_kind):
+    """lm.attention_impl: ours and jax.nn.dot_product_attention's XLA path give the same
+    attention, with each bias the models use (none, a causal decode over a KV cache, a row's text
+    padding), against a float64 loop."""
+    from magnet_jax.modules.attention import causal_bias, key_padding_bias
+    kq, kk, kv = jax.random.split(jax.random.key(3), 3)
+    q, k, v = (jax.random.normal(key, shape) for key, shape in
+               ((kq, (2, 5, 3, 4)), (kk, (2, 7, 3, 4)), (kv, (2, 7, 3, 4))))
+    bias = {"none": None, "causal": causal_bias(2, 5, 7), "key_padding": key_padding_bias(jnp.array([4, 7]), 7)}[bias_kind]
+    with jax.default_matmul_precision("highest"):
+        got = np.asarray(dot_product_attention(q, k, v, bias, impl))
+    np.testing.assert_allclose(got, _hand_attention(q, k, v, bias), atol=2e-6)
+
+
+def test_unknown_or_unavailable_attention_impl_is_a_clear_error():
+    from magnet_jax.lm.config import LMConfig
+    from magnet_jax.modules.attention import SelfAttention
+    with pytest.raises(ValueError, match=r"attention_impl 'flash': use one of \('einsum', 'xla', 'cudnn'\)"):
+        LMConfig(attention_impl="flash")
+    if jax.default_backend() != "gpu":
+        from flax import nnx
+        with pytest.raises(ValueError, match="needs an NVIDIA GPU"):
+            SelfAttention(8, 2, depth=None, rngs=nnx.Rngs(0), impl="cudnn")

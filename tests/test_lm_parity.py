@@ -127,18 +127,21 @@ def test_rope_checkpoint_under_another_max_period_or_embedding_is_refused(tmp_pa
         lm_config_from_xp(xp)
 
 
-@pytest.mark.parametrize("stage", [0, 2])
-def test_training_loss_and_gradients_match_reference(pair, stage):
+@pytest.mark.parametrize("stage,attention_impl", [(0, "einsum"), (2, "einsum"), (0, "xla")])
+def test_training_loss_and_gradients_match_reference(pair, stage, attention_impl):
     """The train step's objective against the reference's: MAGNeT's masked cross-entropy of the
     stage's head at its masked positions, loss and every parameter's gradient. Ours runs as the
     train step runs it (``restricted``: band-only self-attention for stages > 0, full for stage 0);
-    audiocraft's forward applies the additive band mask over T x T scores."""
+    audiocraft's forward applies the additive band mask over T x T scores. ``xla``: full and
+    cross-attention through ``jax.nn.dot_product_attention`` (lm.attention_impl)."""
     torch = reference.require("torch")
     from flax import nnx
 
-    from magnet_jax.lm.convert import lm_from_state
+    from magnet_jax.lm.convert import build_lm, lm_from_state
     from magnet_jax.lm.objective import magnet_loss, mask_codes, span_count_lut
     shape, ref, cfg, ours, _ = pair
+    if attention_impl != cfg.attention_impl:
+        ours = build_lm(cfg.replace(attention_impl=attention_impl), nnx.to_pure_dict(nnx.state(ours, nnx.Param)))
     rng = np.random.default_rng(20 + stage)
     codes = rng.integers(0, shape.card, size=(2, shape.n_q, shape.T)).astype(np.int32)
     cond, mask = padded_condition(rng, [5, 3], shape.dim)

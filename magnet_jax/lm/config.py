@@ -13,6 +13,8 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from magnet_jax.modules.attention import ATTENTION_IMPLS
+
 POSITIONAL_EMBEDDINGS = ("sin", "rope", "sin_rope")
 
 
@@ -36,6 +38,9 @@ class TokenLMConfig:
     norm_eps: float = 1e-5
     cross_attention: bool = True    # text conditioning by cross-attention
     compute_dtype: str = "float32"  # "float32" or "bfloat16"; params are always float32
+    attention_impl: str = "einsum"  # full attention: "einsum" (ours, the parity path), or "xla" /
+                                    # "cudnn" through jax.nn.dot_product_attention (cuDNN flash
+                                    # attention on GPU); the stages > 0 band is always ours
 
     def __post_init__(self) -> None:
         if self.rope_frequencies is not None:   # JSON gives a list: keep the config hashable
@@ -58,6 +63,8 @@ class TokenLMConfig:
                              f"positional_embedding={self.positional_embedding!r} use positional_scale")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"compute_dtype {self.compute_dtype!r}: use 'float32' or 'bfloat16'")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl {self.attention_impl!r}: use one of {ATTENTION_IMPLS}")
         if self.n_q < 1 or self.card < 2:
             raise ValueError(f"n_q={self.n_q}, card={self.card}: need n_q >= 1 and card >= 2")
 

@@ -98,9 +98,30 @@ def key_padding_bias(lengths: jax.Array, num_keys: int) -> jax.Array:
     return jnp.where(valid, 0.0, -jnp.inf).astype(jnp.float32)[:, None, None, :]
 
 
+ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
+
+
+def check_attention_impl(impl: str) -> None:
+    """A clear error for an unknown implementation, or for cuDNN on a backend without it."""
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"attention_impl {impl!r}: use one of {ATTENTION_IMPLS}")
+    if impl == "cudnn" and jax.default_backend() != "gpu":
+        raise ValueError(f"attention_impl='cudnn' needs an NVIDIA GPU (this backend is {jax.default_backend()}): "
+                         "use 'xla' or 'einsum'")
+
+
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
-                          bias: jax.Array | None = None) -> jax.Array:
-    """softmax(q k^T / sqrt(Dh) + bias) v with q [B,T,H,Dh], k/v [B,S,H,Dh]; softmax in float32."""
+                          bias: jax.Array | None = None, impl: str = "einsum") -> jax.Array:
+    """softmax(q k^T / sqrt(Dh) + bias) v with q [B,T,H,Dh], k/v [B,S,H,Dh]; softmax in float32.
+
+    ``impl``: "einsum" is ours (q scaled before the product, as the reference does; the parity
+    path and the default); "xla" and "cudnn" hand the same math to ``jax.nn.dot_product_attention``
+    with that ``implementation`` (cuDNN's fused flash attention on NVIDIA GPUs, in bfloat16 or
+    float16). Why not always jax's: its XLA path scales the logits after the product, which is a
+    rounding away from the reference, and it is no faster on CPU (bench/bench_train.py)."""
+    if impl != "einsum":
+        return jax.nn.dot_product_attention(q, k, v, bias=None if bias is None else bias.astype(q.dtype),
+                                            implementation=impl)
     q = q * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), q.dtype)
     scores = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32)
     if bias is not None:
@@ -113,9 +134,10 @@ class SelfAttention(nnx.Module):
     """Self-attention with one packed q|k|v projection and no biases."""
 
     def __init__(self, dim: int, num_heads: int, *, depth: int | None, rngs: nnx.Rngs,
-                 rope: Rope | None = None):
+                 rope: Rope | None = None, impl: str = "einsum"):
+        check_attention_impl(impl)
         head_dim = dim // num_heads
-        self.rope = rope
+        self.rope, self.impl = rope, impl
         # audiocraft leaves in_proj at torch's Linear default (it is not an nn.Linear child).
         self.in_proj = param(rngs, uniform(1.0 / math.sqrt(dim)), (dim, 3, num_heads, head_dim),
                              ("embed", "qkv", "heads", "kv"))
@@ -134,7 +156,7 @@ class SelfAttention(nnx.Module):
         if isinstance(bias, LocalBand):
             out = band_window_attention(q, k, v, bias)
         else:
-            out = dot_product_attention(q, k, v, bias)
+            out = dot_product_attention(q, k, v, bias, self.impl)
         return jnp.einsum("bthk,hkd->btd", out, self.out_proj[...].astype(x.dtype))
 
     def decode(self, x: jax.Array, cache: jax.Array, start: int | jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -145,7 +167,7 @@ class SelfAttention(nnx.Module):
         q, k, v = self._qkv(x, start)
         cache = jax.lax.dynamic_update_slice_in_dim(cache, jnp.stack([k, v]).astype(cache.dtype), start, axis=2)
         bias = causal_bias(start, x.shape[1], cache.shape[2])
-        out = dot_product_attention(q, cache[0].astype(x.dtype), cache[1].astype(x.dtype), bias)
+        out = dot_product_attention(q, cache[0].astype(x.dtype), cache[1].astype(x.dtype), bias, self.impl)
         return jnp.einsum("bthk,hkd->btd", out, self.out_proj[...].astype(x.dtype)), cache
 
 
@@ -159,8 +181,10 @@ class CrossAttention(nnx.Module):
     keys it has when it is tokenized alone (padded to its own length).
     """
 
-    def __init__(self, dim: int, num_heads: int, *, depth: int | None, rngs: nnx.Rngs):
+    def __init__(self, dim: int, num_heads: int, *, depth: int | None, rngs: nnx.Rngs, impl: str = "einsum"):
+        check_attention_impl(impl)
         head_dim = dim // num_heads
+        self.impl = impl
         bound = 1.0 / math.sqrt(dim)
         self.q_proj = param(rngs, uniform(bound), (dim, num_heads, head_dim), ("embed", "heads", "kv"))
         self.kv_proj = param(rngs, uniform(bound), (dim, 2, num_heads, head_dim),
@@ -175,5 +199,5 @@ class CrossAttention(nnx.Module):
     def __call__(self, x: jax.Array, kv: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
         q = jnp.einsum("btd,dhk->bthk", x, self.q_proj[...].astype(x.dtype))
         bias = None if lengths is None else key_padding_bias(lengths, kv.shape[2])
-        out = dot_product_attention(q, kv[0].astype(x.dtype), kv[1].astype(x.dtype), bias)
+        out = dot_product_attention(q, kv[0].astype(x.dtype), kv[1].astype(x.dtype), bias, self.impl)
         return jnp.einsum("bthk,hkd->btd", out, self.out_proj[...].astype(x.dtype))

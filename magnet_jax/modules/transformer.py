@@ -83,10 +83,12 @@ class TransformerLayer(nnx.Module):
     def __init__(self, cfg: TokenLMConfig, *, depth, rngs: nnx.Rngs):
         self.norm1 = LayerNorm(cfg.dim, cfg.norm_eps)
         rope = Rope(cfg.max_period, cfg.positional_scale, cfg.rope_frequencies) if cfg.uses_rope else None
-        self.self_attn = SelfAttention(cfg.dim, cfg.num_heads, depth=depth, rngs=rngs, rope=rope)
+        self.self_attn = SelfAttention(cfg.dim, cfg.num_heads, depth=depth, rngs=rngs, rope=rope,
+                                      impl=cfg.attention_impl)
         if cfg.cross_attention:
             self.norm_cross = LayerNorm(cfg.dim, cfg.norm_eps)
-            self.cross_attention = CrossAttention(cfg.dim, cfg.num_heads, depth=depth, rngs=rngs)
+            self.cross_attention = CrossAttention(cfg.dim, cfg.num_heads, depth=depth, rngs=rngs,
+                                                  impl=cfg.attention_impl)
         self.norm2 = LayerNorm(cfg.dim, cfg.norm_eps)
         self.ffn = FeedForward(cfg.dim, cfg.ffn_dim, depth=depth, rngs=rngs)
 
