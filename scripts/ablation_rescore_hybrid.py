@@ -19,6 +19,9 @@ music-likeness measures, latency), ``ablation.md`` (the table) and ``ablation.pn
 Latency: one compiled batch of ``--batch-size`` held-out prompts per variant, timed after the
 evaluations (so nothing compiles inside the timing), ``--latency-rounds`` rounds interleaved over the
 variants, the fastest round kept; reported as seconds per batch and relative to plain MAGNeT.
+``--latency-rounds 0`` times nothing and keeps the latencies of the ``ablation.json`` already in
+``--out`` (so more seeds can be evaluated on a busy machine and the timing done once when it is
+quiet, or the other way round).
 
     python scripts/ablation_rescore_hybrid.py --musicgen runs/ablation_musicgen_model --out runs/ablation
 """
@@ -99,9 +102,12 @@ def evaluate_all(models: dict[str, Variant], prompts, out: Path, seeds: list[int
     return pooled
 
 
-def latencies(models: dict[str, Variant], captions: list[str], rounds: int) -> dict[str, float]:
+def latencies(models: dict[str, Variant], captions: list[str], rounds: int, out: Path) -> dict[str, float]:
     """Seconds per compiled batch of ``captions`` per variant: the fastest of ``rounds`` interleaved
-    rounds (one warm-up call first, so no compilation is timed)."""
+    rounds (one warm-up call first, so no compilation is timed); ``rounds`` 0: the ones already in
+    ``out/ablation.json``."""
+    if rounds == 0:
+        return kept_latencies(out / "ablation.json", list(models))
     best = {name: float("inf") for name in models}
     for r in range(rounds + 1):
         for name, model in models.items():
@@ -110,6 +116,18 @@ def latencies(models: dict[str, Variant], captions: list[str], rounds: int) -> d
             if r:                                       # round 0 warms up
                 best[name] = min(best[name], time.perf_counter() - t0)
     return best
+
+
+def kept_latencies(path: Path, names: list[str]) -> dict[str, float]:
+    """The latency of every variant in ``names`` from an earlier ``ablation.json``."""
+    if not path.is_file():
+        raise SystemExit(f"--latency-rounds 0 keeps earlier latencies, but {path} does not exist: "
+                         f"run with --latency-rounds 1 or more once")
+    rows = json.loads(path.read_text())["variants"]
+    missing = [n for n in names if n not in rows]
+    if missing:
+        raise SystemExit(f"{path} has no latency for {', '.join(missing)}: run with --latency-rounds 1 or more")
+    return {n: rows[n]["latency_s"] for n in names}
 
 
 def table(pooled: dict[str, dict], latency: dict[str, float]) -> dict[str, Any]:
@@ -183,9 +201,11 @@ def ablation(magnet, musicgen, out: Path, *, prompts, seeds: list[int], batch_si
     out.mkdir(parents=True, exist_ok=True)
     models = variants(magnet, musicgen, list(weights), list(prefixes))
     pooled = evaluate_all(models, prompts, out, seeds, batch_size)
-    latency = latencies(models, [q.caption for q in prompts[:batch_size]], latency_rounds)
+    latency = latencies(models, [q.caption for q in prompts[:batch_size]], latency_rounds, out)
     rows = table(pooled, latency)
     meta = {"seeds": seeds, "batch_size": batch_size, "cpu": cpu_model(),
+            "latency": "kept from the earlier ablation.json" if latency_rounds == 0 else
+                       f"timed in this run, best of {latency_rounds} round(s)",
             "num_generations": pooled["magnet"]["num_generations"],
             "magnet": getattr(magnet, "name", ""), "musicgen": getattr(musicgen, "name", "")}
     result = R.finite({"meta": meta, "variants": rows})

@@ -96,3 +96,19 @@ def test_real_clips_are_rendered_and_analysed_once_per_seed(run, monkeypatch):
     uncached = runner.reference_analyses(run["magnet"], prompts, samples, 16000, 0, 8, False)
     np.testing.assert_array_equal(uncached[1], first[1])
     assert [a.to_dict() for a in uncached[2]] == [a.to_dict() for a in first[2]]
+
+
+def test_latency_rounds_0_keeps_the_earlier_latencies_and_evaluates_nothing_again(run, tmp_path):
+    """A rerun over finished reports with ``latency_rounds=0``: the evaluations are skipped, the
+    latencies are the earlier file's, and the metadata says where they come from; with no
+    earlier file it is a clear error."""
+    before = json.loads((run["out"] / "ablation.json").read_text())
+    stamps = {p: p.stat().st_mtime_ns for p in run["out"].glob("*/seed0/report.json")}
+    again = ablation.ablation(run["magnet"], run["musicgen"], run["out"], prompts=heldout_prompts()[:2], seeds=[0],
+                              weights=[WEIGHT], prefixes=[PREFIX], latency_rounds=0)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert {n: r["latency_s"] for n, r in again["variants"].items()} == \
+        {n: r["latency_s"] for n, r in before["variants"].items()}
+    assert again["meta"]["latency"] == "kept from the earlier ablation.json"
+    with pytest.raises(SystemExit, match="does not exist: run with --latency-rounds 1"):
+        ablation.kept_latencies(tmp_path / "ablation.json", ["magnet"])
