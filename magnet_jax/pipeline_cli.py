@@ -29,8 +29,8 @@ from magnet_jax.cli import finite_float, seed_value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    g = subparsers.add_parser("generate", help="text to music / sound (WAV files) with a MAGNeT or MusicGen checkpoint",
-                              description="Generate audio from text with a MAGNeT or MusicGen checkpoint (the family "
+    g = subparsers.add_parser("generate", help="text to music / sound (WAV files) with a MAGNeT, MusicGen or MeLoDy model",
+                              description="Generate audio from text with a MAGNeT, MusicGen or MeLoDy model (the family "
                                           "is read from the checkpoint): one WAV and one "
                                           "spectrogram PNG per prompt, tokens.npy and generate.json (every "
                                           "setting used) in --out.")
@@ -116,6 +116,10 @@ def sampler_args(p: argparse.ArgumentParser) -> None:
                    help="audiocraft's two-pass guidance (the same computation here: the null condition is zero)")
     m.add_argument("--extend-stride", type=finite_float, metavar="S",
                    help="seconds each window advances past the trained duration (default 18)")
+    d = p.add_argument_group("MeLoDy (its semantic LM takes the MusicGen flags above; defaults: the model folder's)")
+    d.add_argument("--diffusion-steps", type=int, metavar="T", help="angular diffusion steps per chunk")
+    d.add_argument("--diffusion-cfg", type=finite_float, metavar="W",
+                   help="classifier-free guidance on the DPD's velocity (paper: about 2.5; 1 turns it off)")
 
 
 def paper_args(p: argparse.ArgumentParser) -> None:
@@ -142,12 +146,14 @@ def _int_list(text: str) -> list[int]:
 
 
 SAMPLER_FLAGS = ("decoding_steps", "temperature", "anneal_temp", "top_k", "top_p", "max_cfg_coef",
-                 "min_cfg_coef", "span_scoring", "span_arrangement", "cfg_coef", "two_step_cfg", "extend_stride")
+                 "min_cfg_coef", "span_scoring", "span_arrangement", "cfg_coef", "two_step_cfg", "extend_stride",
+                 "diffusion_steps", "diffusion_cfg")
 # the settings each family has (the others are refused by name, not ignored)
 FAMILY_FLAGS = {
     "MAGNeT": {"decoding_steps", "temperature", "anneal_temp", "top_k", "top_p", "max_cfg_coef", "min_cfg_coef",
                "span_scoring", "span_arrangement", "use_sampling"},
     "MusicGen": {"temperature", "top_k", "top_p", "cfg_coef", "two_step_cfg", "extend_stride", "use_sampling"},
+    "MeLoDy": {"temperature", "top_k", "top_p", "cfg_coef", "use_sampling", "diffusion_steps", "diffusion_cfg"},
 }
 
 
@@ -314,6 +320,8 @@ def run_generate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model = load_model(args, compute_dtype=args.dtype)
     check_family_params(model, params)
+    if type(model).__name__ == "MeLoDy":
+        return _run_melody(args, model, prompts, params, time.perf_counter() - t0)
     rescorer, ar_model = load_paper_models(args, model)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -334,6 +342,36 @@ def run_generate(args: argparse.Namespace) -> int:
                "tokens_shape": list(out.tokens.shape), "files": files,
                "load_s": round(load_s, 3), "generate_s (compile + run)": round(gen_s, 3),
                "devices": [str(d) for d in (model.mesh.devices.flat if model.mesh is not None else [None])]}
+    (Path(args.out) / "generate.json").write_text(json.dumps(sidecar, indent=2))
+    print(json.dumps({"out": args.out, "wavs": [f["wav"] for f in files], "generate_s": round(gen_s, 3)}))
+    return 0
+
+
+def _run_melody(args: argparse.Namespace, model, prompts: list[str], params: dict, load_s: float) -> int:
+    """generate for a MeLoDy folder: captions -> semantic tokens -> diffusion -> VAE decoder; the
+    MAGNeT-only flags are refused by name."""
+    from magnet_jax.cli import UserError
+    from magnet_jax.models import PipelineError
+    foreign = [flag for flag, value in (("--continue-from", args.continue_from), ("--rescorer", args.rescorer),
+                                        ("--hybrid-prefix", args.hybrid_prefix), ("--ar-model", args.ar_model),
+                                        ("--batch-size", args.batch_size)) if value is not None]
+    if foreign:
+        raise UserError(f"{', '.join(foreign)}: not for a MeLoDy model (it generates every prompt in one call, "
+                        f"from text only); drop it")
+    t0 = time.perf_counter()
+    try:
+        out = model.generate_text(prompts, seed=args.seed, duration=args.duration, **params)
+    except (PipelineError, ValueError) as err:
+        raise UserError(str(err)) from err
+    gen_s = time.perf_counter() - t0
+    files = write_outputs(Path(args.out), prompts, out)
+    sidecar = {"model": model.name, "checkpoint_dir": str(model.checkpoint_dir), "prompts": prompts,
+               "seed": args.seed, "model_family": "MeLoDy", "settings": params,
+               "diffusion_defaults": dataclasses.asdict(model.diffusion_config),
+               "semantic_defaults": dataclasses.asdict(model.semantic_config), "compute_dtype": args.dtype,
+               "sample_rate": model.sample_rate, "duration_s": out.audio.shape[-1] / model.sample_rate,
+               "semantic_tokens_shape": list(out.tokens.shape), "files": files,
+               "load_s": round(load_s, 3), "generate_s (compile + run)": round(gen_s, 3)}
     (Path(args.out) / "generate.json").write_text(json.dumps(sidecar, indent=2))
     print(json.dumps({"out": args.out, "wavs": [f["wav"] for f in files], "generate_s": round(gen_s, 3)}))
     return 0

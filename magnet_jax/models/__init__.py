@@ -23,10 +23,10 @@ __all__ = ["MAGNeT", "MusicGen", "HybridMAGNeT", "load_model", "Generation", "Pi
            "no_model_message", "CheckpointFiles", "KNOWN_MODELS", "LM_FILE", "CODEC_FILE", "META_FILE"]
 
 
-def load_model(name_or_path=None, **kwargs) -> "MAGNeT | MusicGen":
-    """MAGNeT or MusicGen, whichever the checkpoint holds (magnet.json's ``kind``, read from
-    xp.cfg's lm_model at conversion); no name: the shipped default MAGNeT. ``kwargs``:
-    ``MAGNeT.from_pretrained``'s options."""
+def load_model(name_or_path=None, **kwargs) -> "MAGNeT | MusicGen | MeLoDy":
+    """MAGNeT, MusicGen or MeLoDy, whichever the folder holds (magnet.json's ``kind``, read from
+    xp.cfg's lm_model at conversion, or written by ``export`` / ``MeLoDy.save``); no name: the
+    shipped default MAGNeT. ``kwargs``: ``MAGNeT.from_pretrained``'s options."""
     import json
     from magnet_jax.models import sources
     from magnet_jax.models.conversion import converted_folder
@@ -35,7 +35,11 @@ def load_model(name_or_path=None, **kwargs) -> "MAGNeT | MusicGen":
     convert_kw = {k: kwargs[k] for k in ("text_encoder", "codec", "cache_dir") if k in kwargs}
     folder = converted_folder(name_or_path, **convert_kw)
     kind = json.loads((folder / sources.META_FILE).read_text()).get("kind", "magnet")
-    cls = MusicGen if kind == "musicgen" else MAGNeT
+    if kind == "melody":
+        from magnet_jax.models.melody import MeLoDy
+        cls = MeLoDy
+    else:
+        cls = MusicGen if kind == "musicgen" else MAGNeT
     model = cls.load_converted(folder, **{k: v for k, v in kwargs.items() if k not in ("codec", "cache_dir")})
     model.name = str(name_or_path)
     return model

@@ -116,7 +116,9 @@ def converted_folder(name_or_path: str | os.PathLike, *, text_encoder: str | os.
 
 
 def _write_converted(out: Path, meta: dict, lm: CodebookLM, codec: Encodec, text_params: dict | None,
-                     save_lm) -> Path:
+                     save_lm, extra: dict[str, Any] | None = None) -> Path:
+    """Write a model folder atomically (a temporary sibling renamed into place, the manifest
+    last); ``extra``: more parameter trees, each saved as its own orbax folder (MeLoDy's dpd/)."""
     import orbax.checkpoint as ocp
     out = out.expanduser().absolute()
     if out.exists() and not (out / META_FILE).is_file() and any(out.iterdir()):
@@ -129,6 +131,8 @@ def _write_converted(out: Path, meta: dict, lm: CodebookLM, codec: Encodec, text
             ckpt.save(tmp / "codec", nnx.to_pure_dict(nnx.state(codec)), force=True)
             if text_params is not None:
                 ckpt.save(tmp / "text", text_params, force=True)
+            for name, tree in (extra or {}).items():
+                ckpt.save(tmp / name, tree, force=True)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str))
         integrity.write_manifest(tmp)   # last: a folder with a manifest is complete
         if out.exists():

@@ -14,28 +14,54 @@ the first window of M chunks, each further chunk is generated with the window's 
 chunks as a clean prefix (kept bit-exact), so audio grows one chunk at a time.
 
 Components are passed in (no released MeLoDy weights exist); ``cond`` is the semantic LM's
-projected text condition [B, S, dim] (e.g. from ``magnet_jax.text``), or None.
+projected text condition [B, S, dim] (e.g. from ``magnet_jax.text``), or None. With a
+``conditioner`` (MiniLM or T5 + the trained projection), ``generate_text`` takes captions.
+
+A MeLoDy model folder is the converted layout of the other families (``magnet.json`` with
+``kind: melody``, ``integrity.json`` over every file): ``lm/`` the semantic LM, ``codec/`` the
+VAE-GAN, ``dpd/`` the diffusion network, ``text/`` the text projection (when conditioned). Its
+``magnet.json`` also holds the DPD's config, the sampler defaults, ``latent_scale`` and
+``window_seconds``. ``MeLoDy.save`` writes one, ``MeLoDy.load_converted`` (and
+``magnet_jax.models.load_model``, hence ``magnet-jax generate --model DIR``) reads it.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
 from magnet_jax.codec.encodec import Encodec
 from magnet_jax.lm.ar_sampler import ARSamplerConfig, MusicGenSampler
 from magnet_jax.lm.musicgen import MusicGenLM
-from magnet_jax.melody.dpd import DPD
+from magnet_jax.melody.dpd import DPD, DPDConfig
 from magnet_jax.melody.sampler import DiffusionSampler, DiffusionSamplerConfig
 from magnet_jax.melody.semantic_lm import generate_semantic_tokens
+from magnet_jax.models.errors import PipelineError
+from magnet_jax.models.magnet import Generation
+from magnet_jax.seeds import seed_key
+from magnet_jax.text import Conditioner
+from magnet_jax.text.conditioner import TextSettings
 
 
 class MeLoDy:
     """The three MeLoDy stages behind one ``generate``; ``latent_scale`` multiplies the DPD's
-    output before the VAE decoder (the VAE latents' std, if the DPD was trained on latents / std)."""
+    output before the VAE decoder (the VAE latents' std, if the DPD was trained on latents / std).
 
-    def __init__(self, semantic_lm: MusicGenLM, dpd: DPD, codec: Encodec, *, latent_scale: float = 1.0):
+    ``conditioner`` + ``text_settings``: the text path of ``generate_text`` (None: unconditional);
+    ``diffusion`` / ``semantic_sampling``: the sampler defaults; ``window_seconds``: the window
+    the DPD was trained on (default: the semantic LM's segment)."""
+
+    def __init__(self, semantic_lm: MusicGenLM, dpd: DPD, codec: Encodec, *, latent_scale: float = 1.0,
+                 conditioner: Conditioner | None = None, text_settings: TextSettings | None = None,
+                 diffusion: DiffusionSamplerConfig = DiffusionSamplerConfig(),
+                 semantic_sampling: ARSamplerConfig = ARSamplerConfig(), window_seconds: float | None = None,
+                 name: str = ""):
         if codec.cfg.bottleneck != "vae":
             raise ValueError("MeLoDy decodes VAE latents: the codec needs codec.bottleneck='vae'")
         if dpd.cfg.latent_dim != codec.cfg.vae_latent_dim:
@@ -45,7 +71,18 @@ class MeLoDy:
                              f"{semantic_lm.cfg.card}")
         if semantic_lm.cfg.n_q != 1:
             raise ValueError(f"the semantic LM must have one codebook, got n_q={semantic_lm.cfg.n_q}")
+        if (conditioner is None) != (text_settings is None):
+            raise ValueError("give the conditioner and its text_settings together (or neither)")
+        if conditioner is not None and not semantic_lm.cfg.cross_attention:
+            raise ValueError("a text conditioner needs a semantic LM with cross_attention=True")
+        if conditioner is not None and conditioner.dim != semantic_lm.cfg.dim:
+            raise ValueError(f"the conditioner projects to {conditioner.dim}, the semantic LM is {semantic_lm.cfg.dim} wide")
         self.codec, self.latent_scale = codec, float(latent_scale)
+        self.semantic_lm, self.dpd = semantic_lm, dpd
+        self.conditioner, self.text_settings = conditioner, text_settings
+        self.diffusion_config, self.semantic_config = diffusion, semantic_sampling
+        self.window_seconds = float(window_seconds or semantic_lm.cfg.segment_duration)
+        self.name, self.checkpoint_dir, self.mesh = name, None, None
         self.dpd_cfg = dpd.cfg
         self.lm_sampler = MusicGenSampler(semantic_lm)
         self.diffusion = DiffusionSampler(dpd)
@@ -116,3 +153,92 @@ class MeLoDy:
         audio = self._decode(latents * self.latent_scale)
         n = int(round(duration * self.codec.sample_rate))
         return {"audio": audio[..., :n], "semantic": tokens, "latents": latents}
+
+    # -- captions in, audio out (the CLI's path) ------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.cfg.sample_rate
+
+    def generate_text(self, captions: list[str], *, seed: int = 0, duration: float | None = None,
+                      diffusion_steps: int | None = None, diffusion_cfg: float | None = None,
+                      **semantic: float | int | bool) -> Generation:
+        """One clip per caption ("" or None: the null condition, needs no conditioner) of
+        ``duration`` seconds (default ``window_seconds``; longer ones by multi-chunk
+        continuation). ``semantic``: the semantic LM's ``ARSamplerConfig`` fields (temperature,
+        top_k, top_p, cfg_coef, use_sampling). Returns audio [B, C, N] and the semantic tokens."""
+        if not captions:
+            raise PipelineError("no captions given")
+        texts = [c or None for c in captions]
+        if self.conditioner is None and any(texts):
+            raise PipelineError("this MeLoDy has no text conditioning (its semantic LM has no cross-attention): "
+                                "generate with empty prompts (--unconditional N)")
+        diffusion = dataclasses.replace(self.diffusion_config, **{k: v for k, v in
+                                        (("num_steps", diffusion_steps), ("cfg_scale", diffusion_cfg)) if v is not None})
+        config = dataclasses.replace(self.semantic_config, **semantic)
+        diffusion.validate()
+        config.validate()
+        cond = None if self.conditioner is None else self.conditioner.encode(texts).cond
+        key = seed_key(seed)
+        duration = self.window_seconds if duration is None else float(duration)
+        if not duration > 0:
+            raise PipelineError(f"duration must be positive, got {duration}")
+        window = min(duration, self.window_seconds)
+        chunk_s = self.latent_frames(window) // self.dpd_cfg.num_chunks / self.codec.frame_rate
+        extra = max(0, math.ceil((duration - self.latent_frames(window) / self.codec.frame_rate) / chunk_s - 1e-9))
+        kwargs = dict(cond=cond, num_samples=len(texts), semantic_config=config, diffusion_config=diffusion)
+        if extra:
+            out = self.generate_long(key, duration=window, extra_chunks=extra, **kwargs)
+        else:
+            out = self.generate(key, duration=window, **kwargs)
+        n = int(round(duration * self.sample_rate))
+        return Generation(np.asarray(out["audio"][..., :n], np.float32), np.asarray(out["semantic"]), self.sample_rate)
+
+    # -- the model folder ------------------------------------------------------------------------
+    def save(self, folder: str | os.PathLike, *, source: str = "", text_encoder: str | None = None) -> Path:
+        """Write this MeLoDy as a model folder (see the module docstring); ``text_encoder``: a
+        local folder of the text encoder to record (else it is found by its name at load)."""
+        from magnet_jax.lm.checkpoint import save_lm
+        from magnet_jax.models.conversion import _write_converted
+        from magnet_jax.models.sources import FORMAT
+        text = text_params = None
+        if self.conditioner is not None:
+            text = dataclasses.asdict(self.text_settings)
+            proj = self.conditioner.conditioner.output_proj
+            text_params = {"weight": np.asarray(proj.kernel[...]).T, "bias": np.asarray(proj.bias[...])}
+        meta = {"format": FORMAT, "kind": "melody", "source": source or "MeLoDy.save",
+                "lm": dataclasses.asdict(self.semantic_lm.cfg), "codec": dataclasses.asdict(self.codec.cfg),
+                "dpd": dataclasses.asdict(self.dpd_cfg), "diffusion": dataclasses.asdict(self.diffusion_config),
+                "semantic_sampling": dataclasses.asdict(self.semantic_config), "latent_scale": self.latent_scale,
+                "window_seconds": self.window_seconds, "text": text, "text_encoder": text_encoder,
+                "text_max_tokens": None, "xp_cfg": None}
+        return _write_converted(Path(folder), meta, self.semantic_lm, self.codec, text_params, save_lm,
+                                extra={"dpd": nnx.to_pure_dict(nnx.state(self.dpd, nnx.Param))})
+
+    @classmethod
+    def load_converted(cls, folder: str | os.PathLike, *, text_encoder: str | os.PathLike | None = None,
+                       verify: bool = True, compute_dtype: str = "float32", **_: object) -> "MeLoDy":
+        """A MeLoDy model folder, checked against its manifest first (``verify``)."""
+        from magnet_jax.models.loading import (_load_conditioner, _load_lm, _read_meta, _restore,
+                                               load_converted_codec, verify_model_folder)
+        folder = Path(folder).absolute()
+        if verify:
+            verify_model_folder(folder)
+        meta = _read_meta(folder)
+        if meta.get("kind") != "melody":
+            raise PipelineError(f"{folder} holds a {meta.get('kind', 'magnet')} model, not MeLoDy; "
+                                f"load it with magnet_jax.models.load_model")
+        lm = _load_lm(folder, compute_dtype)
+        _, codec = load_converted_codec(folder, verify=False)
+        dpd_cfg = DPDConfig(**meta["dpd"])
+        abstract = nnx.eval_shape(lambda: DPD(dpd_cfg, rngs=nnx.Rngs(0)))
+        graphdef, state = nnx.split(abstract)
+        nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, _restore(folder / "dpd")))
+        dpd = nnx.merge(graphdef, state)
+        conditioner = _load_conditioner(folder, meta, lm.cfg.dim, text_encoder, None)
+        model = cls(lm, dpd, codec, latent_scale=meta["latent_scale"], conditioner=conditioner,
+                    text_settings=None if meta["text"] is None else TextSettings(**meta["text"]),
+                    diffusion=DiffusionSamplerConfig(**meta["diffusion"]),
+                    semantic_sampling=ARSamplerConfig(**meta["semantic_sampling"]),
+                    window_seconds=meta["window_seconds"], name=meta["source"])
+        model.checkpoint_dir = folder
+        return model
