@@ -9,6 +9,15 @@ SEANet codec with ``bottleneck='vae'``, the MS-STFT discriminator, the balancer,
     magnet-jax synth-corpus --out data/synth16k --clips 200 --sample-rate 16000
     magnet-jax train-codec --config configs/melody_tiny.py:codec --workdir runs/melody_vae data.dir=data/synth16k
 
+The semantic LM trains with ``magnet-jax train`` (the ``semantic_lm`` variant: a one-codebook
+MusicGen over 32 k-means tokens at 25 Hz, MiniLM text conditioning) on tokens that
+``fit-semantic`` + ``tokenize --semantic-tokenizer`` write:
+
+    magnet-jax fit-semantic data/synth16k --out data/semantic.npz --num-tokens 32
+    magnet-jax tokenize data/synth16k --out data/semantic_tokens/magnet_tokens/1.0.0 \
+        --semantic-tokenizer data/semantic.npz --text-encoder minilm --segment-duration 10
+    magnet-jax train --config configs/melody_tiny.py:semantic_lm --workdir runs/melody_semantic_lm
+
 The default variant gives the model configs for the Python API:
 
     cfg = get_config()
@@ -26,7 +35,7 @@ from magnet_jax.lm.ar_sampler import ARSamplerConfig
 from magnet_jax.melody.dpd import DPDConfig
 from magnet_jax.melody.sampler import DiffusionSamplerConfig
 from magnet_jax.melody.semantic_lm import semantic_lm_config
-from magnet_jax.train.config import MeshConfig, TrainConfig
+from magnet_jax.train.config import DataConfig, FinetuneConfig, MeshConfig, TextConfig, TrainConfig
 from magnet_jax.train.optim import OptimConfig
 
 NUM_TOKENS = 32
@@ -56,8 +65,21 @@ def get_config(variant: str = ""):
             "quantizer": QuantizerTrainConfig(),          # unused by a VAE codec
             "eval": CodecEvalConfig(clips=8, duration=4.0, batch_size=4),
         }
+    if variant == "semantic_lm":
+        return {
+            "lm": semantic_lm_config(NUM_TOKENS, frame_rate=25, segment_duration=10.0, dim=64, num_heads=4,
+                                     num_layers=2, cross_attention=True),
+            "train": TrainConfig(steps=2000, batch_size=8, log_every=20, eval_every=500, eval_batches=2,
+                                 checkpoint_every=500, keep_checkpoints=2),
+            "optim": OptimConfig(optimizer="adamw", lr=3e-3, beta1=0.9, beta2=0.95, weight_decay=0.1,
+                                 schedule="cosine", warmup=50, max_norm=1.0, ema_decay=0.99, ema_every=10),
+            "mesh": MeshConfig(data=-1, fsdp=1, tensor=1),
+            "data": DataConfig(dir="data/semantic_tokens/magnet_tokens/1.0.0"),
+            "text": TextConfig(encoder="minilm", max_tokens=32, word_dropout=0.3, cfg_dropout=0.1),
+            "finetune": FinetuneConfig(),
+        }
     if variant:
-        raise ValueError(f"unknown variant {variant!r} of configs/melody_tiny.py (have: codec)")
+        raise ValueError(f"unknown variant {variant!r} of configs/melody_tiny.py (have: codec, semantic_lm)")
     return {
         "codec": vae_codec(),
         "dpd": DPDConfig(latent_dim=8, dim=64, num_heads=4, ffn_dim=256, num_blocks=2, segment_length=5,

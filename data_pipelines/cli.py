@@ -1,7 +1,9 @@
-"""``magnet-jax synth-corpus`` and ``magnet-jax tokenize``.
+"""``magnet-jax synth-corpus``, ``magnet-jax tokenize`` and ``magnet-jax fit-semantic``.
 
     magnet-jax synth-corpus --out data/synth --clips 1000
     magnet-jax tokenize data/synth --out data/tokens/magnet_tokens/1.0.0 --codec encodec_32khz
+    magnet-jax fit-semantic data/synth --out data/semantic.npz --num-tokens 32
+    magnet-jax tokenize data/synth --out data/semantic_tokens/magnet_tokens/1.0.0 --semantic-tokenizer data/semantic.npz
 
 ``tokenize`` reads a MusicCaps CSV, an audiocraft JSONL or a folder of audio + .txt captions
 (auto-detected or ``--format``), encodes segments with EnCodec and writes a resumable,
@@ -55,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--codec-override", action="append", default=[], metavar="KEY=VALUE",
                    help="change an EncodecConfig field of a random-init codec, e.g. n_filters=8 "
                         "(repeatable; for small test codecs)")
+    t.add_argument("--semantic-tokenizer", metavar="FILE",
+                   help="write MeLoDy's semantic tokens (one codebook) with this `fit-semantic` tokenizer "
+                        "instead of codec tokens (then no --codec-* flag)")
     t.add_argument("--text-encoder", default="none", choices=("none", "minilm", "t5"),
                    help="also store this encoder's caption states (float16 [L, width]) per record")
     t.add_argument("--text-encoder-path", help="T5 / BERT folder or hub name (minilm: optional)")
@@ -74,6 +79,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from magnet_jax.train.cli import add_distributed_flags
     add_distributed_flags(t)
     t.set_defaults(func=tokenize)
+
+    f = subparsers.add_parser("fit-semantic", help="fit MeLoDy's semantic tokenizer (k-means over log-mel + chroma)",
+                              description=fit_semantic.__doc__)
+    f.add_argument("source", type=Path, help="a corpus, as for tokenize")
+    f.add_argument("--out", type=Path, required=True, help="the tokenizer file to write (.npz)")
+    f.add_argument("--format", default="auto", choices=("auto", "musiccaps", "jsonl", "folder"))
+    f.add_argument("--audio-dir", type=Path, help="MusicCaps audio folder (default: audio/ beside the CSV)")
+    f.add_argument("--num-tokens", type=int, default=32, help="k-means centres (the semantic vocabulary)")
+    f.add_argument("--clips", type=int, default=64, help="fit on the first N clips of the corpus")
+    f.add_argument("--seconds", type=finite_float, default=10.0, help="seconds read per clip")
+    f.add_argument("--sample-rate", type=int, default=16000)
+    f.add_argument("--hop-length", type=int, default=640, help="samples per token (16 kHz / 640 = 25 Hz)")
+    f.add_argument("--n-fft", type=int, default=2048)
+    f.add_argument("--n-mels", type=int, default=32)
+    f.add_argument("--iters", type=int, default=50, help="Lloyd iterations")
+    f.add_argument("--seed", type=seed_value, default=0)
+    f.set_defaults(func=fit_semantic)
 
 
 def synth_corpus(args: argparse.Namespace) -> int:
@@ -110,7 +132,6 @@ def synth_corpus(args: argparse.Namespace) -> int:
 def tokenize(args: argparse.Namespace) -> int:
     """Tokenize a corpus into ArrayRecord shards (resumable; see data_pipelines.tokenize)."""
     from data_pipelines.audio import AudioSettings
-    from data_pipelines.encoder import CodecEncoder
     from data_pipelines.manifests import read_manifest
     from data_pipelines.tokenize import TokenizeOptions
     from data_pipelines.tokenize import tokenize as run
@@ -120,9 +141,7 @@ def tokenize(args: argparse.Namespace) -> int:
     start_distributed(args)
     try:
         manifest = read_manifest(args.source, args.format, args.audio_dir)
-        encoder = CodecEncoder.from_name(args.codec, args.batch_size, weights=args.codec_weights,
-                                         seed=args.codec_seed,
-                                         overrides=parse_overrides(args.codec_override))
+        encoder = _encoder(args)
         settings = AudioSettings(sample_rate=encoder.sample_rate, channels=encoder.channels,
                                  segment_duration=args.segment_duration,
                                  min_segment_ratio=args.min_segment_ratio, normalize=args.normalize)
@@ -139,6 +158,53 @@ def tokenize(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, KeyError, TypeError) as err:
         raise UserError(str(err)) from None
     print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _encoder(args: argparse.Namespace):
+    """The codec of the command line, or MeLoDy's semantic tokenizer (no codec flag with it)."""
+    from data_pipelines.encoder import CodecEncoder, SemanticEncoder
+    if args.semantic_tokenizer:
+        given = [flag for flag, set_ in (("--codec", args.codec != "encodec_32khz"), ("--codec-weights", args.codec_weights),
+                                         ("--codec-override", args.codec_override)) if set_]
+        if given:
+            raise UserError(f"{', '.join(given)}: --semantic-tokenizer makes the tokens, not a codec; drop it")
+        return SemanticEncoder.from_file(args.semantic_tokenizer, args.batch_size)
+    return CodecEncoder.from_name(args.codec, args.batch_size, weights=args.codec_weights, seed=args.codec_seed,
+                                  overrides=parse_overrides(args.codec_override))
+
+
+def fit_semantic(args: argparse.Namespace) -> int:
+    """Fit MeLoDy's semantic tokenizer: k-means (``--num-tokens`` centres) over the standardised
+    log-mel + chroma frames of the first ``--clips`` clips of a corpus (mono, ``--sample-rate``).
+    Writes an .npz that ``tokenize --semantic-tokenizer`` reads."""
+    import jax
+    import numpy as np
+
+    from data_pipelines.audio import AudioSettings, load_clip
+    from data_pipelines.manifests import read_manifest
+    from magnet_jax.melody.semantic import LogMelChroma, SemanticTokenizer
+
+    if min(args.num_tokens - 1, args.clips, args.iters) < 1 or not args.seconds > 0:
+        raise UserError("need --num-tokens >= 2, --clips >= 1, --iters >= 1 and --seconds > 0")
+    try:
+        manifest = read_manifest(args.source, args.format, args.audio_dir)
+        extractor = LogMelChroma(args.sample_rate, args.hop_length, args.n_fft, args.n_mels)
+        settings = AudioSettings(sample_rate=args.sample_rate, channels=1, segment_duration=args.seconds)
+        n = settings.segment_samples
+        clips = [c for c in manifest.clips[:args.clips]]
+        audio = np.zeros((len(clips), n), np.float32)
+        for i, clip in enumerate(clips):        # shorter clips are zero-padded to --seconds
+            wav = load_clip(Path(clip.path), settings, clip.start_s, clip.end_s)[0, :n]
+            audio[i, :wav.shape[-1]] = wav
+        tokenizer = SemanticTokenizer.fit(jax.random.key(args.seed), extractor, audio, args.num_tokens, args.iters)
+    except (ValueError, FileNotFoundError) as err:
+        raise UserError(str(err)) from None
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(args.out)
+    used = np.unique(np.asarray(tokenizer.encode(audio))).size
+    print(json.dumps({"out": str(args.out), "clips": len(clips), "num_tokens": args.num_tokens,
+                      "tokens_used_on_these_clips": int(used), "frame_rate": extractor.frame_rate}))
     return 0
 
 

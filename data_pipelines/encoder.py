@@ -97,3 +97,30 @@ class CodecEncoder:
             model = Encodec(codec_config(codec, **(overrides or {})), rngs=nnx.Rngs(seed))
             name = f"{codec}{overrides or ''}/random-seed{seed}"
         return cls(model, batch_size, name=name)
+
+
+class SemanticEncoder:
+    """MeLoDy's semantic tokens through the same tokenization job: a fitted
+    ``magnet_jax.melody.semantic.SemanticTokenizer`` (built-in log-mel + chroma extractor) as a
+    one-codebook "codec" of ``num_tokens`` entries at ``sample_rate / hop`` frames per second.
+    ``magnet-jax tokenize --semantic-tokenizer FILE`` writes these records; a one-codebook MusicGen
+    (MeLoDy's semantic LM) trains on them with ``magnet-jax train``."""
+
+    def __init__(self, tokenizer, batch_size: int, name: str = "semantic"):
+        e = tokenizer.extractor
+        self.tokenizer, self.batch_size = tokenizer, batch_size
+        self.sample_rate, self.channels, self.hop_length = int(e.sample_rate), 1, int(e.hop_length)
+        self.n_q, self.cardinality = 1, tokenizer.num_tokens
+        self.frame_rate = self.sample_rate / self.hop_length
+        self.fingerprint = f"{name}:{params_fingerprint([tokenizer.centroids, tokenizer.mean, tokenizer.std])}"
+
+    @classmethod
+    def from_file(cls, path: str, batch_size: int) -> "SemanticEncoder":
+        from magnet_jax.melody.semantic import SemanticTokenizer
+        return cls(SemanticTokenizer.load(path), batch_size, name=f"semantic:{path}")
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        """float32 [batch, 1, N] -> tokens [batch, 1, ceil(N / hop)]."""
+        if audio.shape[1] != 1:
+            raise ValueError(f"semantic tokens are made from mono audio, got {audio.shape[1]} channels")
+        return np.asarray(self.tokenizer.encode_aligned(audio[:, 0]))[:, None, :].astype(np.int32)

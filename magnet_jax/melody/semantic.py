@@ -144,9 +144,35 @@ class SemanticTokenizer:
         return kmeans_assign(((feats - self.mean) / self.std).reshape(-1, D), self.centroids).reshape(B, T)
 
     def save(self, path: str | Path) -> None:
-        np.savez(path, centroids=np.asarray(self.centroids), mean=np.asarray(self.mean), std=np.asarray(self.std))
+        """centroids, mean, std, and the built-in extractor's settings (so ``load`` rebuilds it)."""
+        extra = {}
+        if isinstance(self.extractor, LogMelChroma):
+            e = self.extractor
+            extra["log_mel_chroma"] = np.array([e.sample_rate, e.hop_length, e.n_fft, e.dim - 12], np.int64)
+        with open(path, "wb") as f:         # exactly this name (np.savez would append .npz to a bare path)
+            np.savez(f, centroids=np.asarray(self.centroids), mean=np.asarray(self.mean), std=np.asarray(self.std),
+                     **extra)
 
     @classmethod
-    def load(cls, path: str | Path, extractor: FeatureExtractor) -> "SemanticTokenizer":
+    def load(cls, path: str | Path, extractor: FeatureExtractor | None = None) -> "SemanticTokenizer":
+        """A saved tokenizer; ``extractor`` may be left out when it was the built-in LogMelChroma."""
         with np.load(path) as data:
+            if extractor is None:
+                if "log_mel_chroma" not in data:
+                    raise ValueError(f"{path} was fitted on a user's feature extractor: pass the same extractor")
+                sr, hop, n_fft, n_mels = (int(v) for v in data["log_mel_chroma"])
+                extractor = LogMelChroma(sr, hop, n_fft, n_mels)
             return cls(extractor, data["centroids"], data["mean"], data["std"])
+
+    def encode_aligned(self, audio: np.ndarray | jax.Array) -> jax.Array:
+        """Audio [B, N] -> tokens [B, ceil(N / hop)], one per hop like a codec's frames: the clip is
+        zero-padded by (n_fft - hop) / 2 on the left (so frame t's window is centred on hop t) and
+        enough on the right; built-in extractor only (its hop is a whole number of samples)."""
+        e = self.extractor
+        if not isinstance(e, LogMelChroma):
+            raise ValueError("encode_aligned needs the built-in LogMelChroma extractor (a whole-sample hop)")
+        audio = jnp.asarray(audio, jnp.float32)
+        frames = -(-audio.shape[1] // e.hop_length)
+        left = (e.n_fft - e.hop_length) // 2
+        right = max(0, (frames - 1) * e.hop_length + e.n_fft - left - audio.shape[1])
+        return self.encode(jnp.pad(audio, ((0, 0), (left, right))))[:, :frames]
