@@ -35,7 +35,8 @@ from magnet_jax.lm.ar_sampler import ARSamplerConfig
 from magnet_jax.melody.dpd import DPDConfig
 from magnet_jax.melody.sampler import DiffusionSamplerConfig
 from magnet_jax.melody.semantic_lm import semantic_lm_config
-from magnet_jax.train.config import DataConfig, FinetuneConfig, MeshConfig, TextConfig, TrainConfig
+from configs.tiny_musicgen import get_config as tiny_musicgen_config
+from magnet_jax.train.config import DataConfig, MeshConfig, TrainConfig
 from magnet_jax.train.optim import OptimConfig
 
 NUM_TOKENS = 32
@@ -65,19 +66,16 @@ def get_config(variant: str = ""):
             "quantizer": QuantizerTrainConfig(),          # unused by a VAE codec
             "eval": CodecEvalConfig(clips=8, duration=4.0, batch_size=4),
         }
-    if variant == "semantic_lm":
-        return {
-            "lm": semantic_lm_config(NUM_TOKENS, frame_rate=25, segment_duration=10.0, dim=64, num_heads=4,
-                                     num_layers=2, cross_attention=True),
-            "train": TrainConfig(steps=2000, batch_size=8, log_every=20, eval_every=500, eval_batches=2,
-                                 checkpoint_every=500, keep_checkpoints=2),
-            "optim": OptimConfig(optimizer="adamw", lr=3e-3, beta1=0.9, beta2=0.95, weight_decay=0.1,
-                                 schedule="cosine", warmup=50, max_norm=1.0, ema_decay=0.99, ema_every=10),
-            "mesh": MeshConfig(data=-1, fsdp=1, tensor=1),
-            "data": DataConfig(dir="data/semantic_tokens/magnet_tokens/1.0.0"),
-            "text": TextConfig(encoder="minilm", max_tokens=32, word_dropout=0.3, cfg_dropout=0.1),
-            "finetune": FinetuneConfig(),
-        }
+    if variant == "semantic_lm":          # configs/tiny_musicgen.py's recipe over semantic tokens
+        config = tiny_musicgen_config()
+        config["lm"] = semantic_lm_config(NUM_TOKENS, frame_rate=25, segment_duration=10.0, dim=64, num_heads=4,
+                                          num_layers=2, cross_attention=True)
+        config["train"] = dataclasses.replace(config["train"], steps=2000, log_every=20, eval_every=500,
+                                              checkpoint_every=500)
+        config["optim"] = dataclasses.replace(config["optim"], warmup=50)
+        config["data"] = DataConfig(dir="data/semantic_tokens/magnet_tokens/1.0.0")
+        config["text"] = dataclasses.replace(config["text"], cfg_dropout=0.1)
+        return config
     if variant:
         raise ValueError(f"unknown variant {variant!r} of configs/melody_tiny.py (have: codec, semantic_lm)")
     return {

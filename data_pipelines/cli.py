@@ -42,10 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     t = subparsers.add_parser("tokenize", help="encode a captioned music corpus to codec tokens",
                               description=tokenize.__doc__)
-    t.add_argument("source", type=Path, help="MusicCaps .csv, audiocraft .jsonl(.gz), or a folder")
-    t.add_argument("--out", type=Path, required=True, help="dataset folder (TFDS layout)")
-    t.add_argument("--format", default="auto", choices=("auto", "musiccaps", "jsonl", "folder"))
-    t.add_argument("--audio-dir", type=Path, help="MusicCaps audio folder (default: audio/ beside the CSV)")
+    _corpus_args(t, "dataset folder (TFDS layout)")
     t.add_argument("--split", default="train")
     t.add_argument("--codec", default="encodec_32khz",
                    help="codec architecture: encodec_32khz, encodec_16khz, encodec_24khz")
@@ -82,10 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     f = subparsers.add_parser("fit-semantic", help="fit MeLoDy's semantic tokenizer (k-means over log-mel + chroma)",
                               description=fit_semantic.__doc__)
-    f.add_argument("source", type=Path, help="a corpus, as for tokenize")
-    f.add_argument("--out", type=Path, required=True, help="the tokenizer file to write (.npz)")
-    f.add_argument("--format", default="auto", choices=("auto", "musiccaps", "jsonl", "folder"))
-    f.add_argument("--audio-dir", type=Path, help="MusicCaps audio folder (default: audio/ beside the CSV)")
+    _corpus_args(f, "the tokenizer file to write (an .npz archive)")
     f.add_argument("--num-tokens", type=int, default=32, help="k-means centres (the semantic vocabulary)")
     f.add_argument("--clips", type=int, default=64, help="fit on the first N clips of the corpus")
     f.add_argument("--seconds", type=finite_float, default=10.0, help="seconds read per clip")
@@ -96,6 +90,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     f.add_argument("--iters", type=int, default=50, help="Lloyd iterations")
     f.add_argument("--seed", type=seed_value, default=0)
     f.set_defaults(func=fit_semantic)
+
+
+def _corpus_args(p: argparse.ArgumentParser, out_help: str) -> None:
+    """The corpus a verb reads (``read_manifest``'s arguments) and its --out."""
+    p.add_argument("source", type=Path, help="MusicCaps .csv, audiocraft .jsonl(.gz), or a folder")
+    p.add_argument("--out", type=Path, required=True, help=out_help)
+    p.add_argument("--format", default="auto", choices=("auto", "musiccaps", "jsonl", "folder"))
+    p.add_argument("--audio-dir", type=Path, help="MusicCaps audio folder (default: audio/ beside the CSV)")
 
 
 def synth_corpus(args: argparse.Namespace) -> int:
