@@ -18,6 +18,12 @@ MusicGen over 32 k-means tokens at 25 Hz, MiniLM text conditioning) on tokens th
         --semantic-tokenizer data/semantic.npz --text-encoder minilm --segment-duration 10
     magnet-jax train --config configs/melody_tiny.py:semantic_lm --workdir runs/melody_semantic_lm
 
+The DPD trains with ``magnet-jax train-dpd`` (the ``dpd`` variant) on the frozen VAE's latents
+and the semantic tokens of the same crops (1.6 s = 80 latent frames, whole chunks and segments):
+
+    magnet-jax train-dpd --config configs/melody_tiny.py:dpd --workdir runs/melody_dpd \
+        melody.vae=runs/melody_vae melody.semantic_tokenizer=data/semantic.npz data.dir=data/synth16k
+
 The default variant gives the model configs for the Python API:
 
     cfg = get_config()
@@ -33,6 +39,7 @@ from magnet_jax.codec.training.config import (CodecDataConfig, CodecEvalConfig, 
                                               LossConfig, QuantizerTrainConfig)
 from magnet_jax.lm.ar_sampler import ARSamplerConfig
 from magnet_jax.melody.dpd import DPDConfig
+from magnet_jax.melody.training import MelodyPartsConfig
 from magnet_jax.melody.sampler import DiffusionSamplerConfig
 from magnet_jax.melody.semantic_lm import semantic_lm_config
 from configs.tiny_musicgen import get_config as tiny_musicgen_config
@@ -45,6 +52,11 @@ NUM_TOKENS = 32
 def vae_codec():
     return codec_config("encodec_16khz", n_filters=16, dimension=64, ratios=(5, 4, 4, 4), lstm=1,
                         bottleneck="vae", latent_dim=8)
+
+
+def base_dpd() -> DPDConfig:
+    return DPDConfig(latent_dim=8, dim=64, num_heads=4, ffn_dim=256, num_blocks=2, segment_length=5,
+                     semantic_vocab=NUM_TOKENS, num_chunks=4, cond_dropout=0.1)
 
 
 def get_config(variant: str = ""):
@@ -76,12 +88,21 @@ def get_config(variant: str = ""):
         config["data"] = DataConfig(dir="data/semantic_tokens/magnet_tokens/1.0.0")
         config["text"] = dataclasses.replace(config["text"], cfg_dropout=0.1)
         return config
+    if variant == "dpd":                  # train-dpd: set melody.vae and melody.semantic_tokenizer
+        return {
+            "dpd": base_dpd(),
+            "melody": MelodyPartsConfig(latent_scale=1.0),
+            "data": CodecDataConfig(dir="data/synth16k", segment_duration=1.6, valid_percent=0.0),
+            "train": TrainConfig(steps=4000, batch_size=8, log_every=50, checkpoint_every=500, keep_checkpoints=2),
+            "optim": OptimConfig(optimizer="adamw", lr=1e-3, beta1=0.9, beta2=0.99, weight_decay=0.0,
+                                 schedule="cosine", warmup=100, max_norm=1.0, ema_decay=0.0),
+            "mesh": MeshConfig(data=-1, fsdp=1, tensor=1),
+        }
     if variant:
-        raise ValueError(f"unknown variant {variant!r} of configs/melody_tiny.py (have: codec, semantic_lm)")
+        raise ValueError(f"unknown variant {variant!r} of configs/melody_tiny.py (have: codec, semantic_lm, dpd)")
     return {
         "codec": vae_codec(),
-        "dpd": DPDConfig(latent_dim=8, dim=64, num_heads=4, ffn_dim=256, num_blocks=2, segment_length=5,
-                         semantic_vocab=NUM_TOKENS, num_chunks=4, cond_dropout=0.1),
+        "dpd": base_dpd(),
         "semantic_lm": semantic_lm_config(NUM_TOKENS, frame_rate=25, segment_duration=10.0, dim=64, num_heads=4,
                                           num_layers=2, cross_attention=False),
         "tokenizer": {"sample_rate": 16000, "hop_length": 640, "n_fft": 2048, "n_mels": 32,

@@ -25,6 +25,7 @@ VERB_MODULES: tuple[str, ...] = (
     "magnet_jax.codec.training.cli",  # train-codec, eval-codec
     "magnet_jax.eval.cli",      # eval, probe-captions
     "magnet_jax.serve.cli",     # serve
+    "magnet_jax.melody.cli",    # train-dpd
 )
 
 

@@ -60,6 +60,17 @@ def sections_from_json(data: dict[str, Any], types: dict[str, type]) -> dict[str
     return out
 
 
+def check_sections(config: dict[str, Any], types: dict[str, type], what: str) -> None:
+    """Exactly these sections, each of its dataclass type (a config file's top-level dict)."""
+    unknown, missing = sorted(set(config) - set(types)), sorted(set(types) - set(config))
+    if unknown or missing:
+        raise ValueError(f"{what} config: unknown sections {unknown}, missing sections {missing} "
+                         f"(a {what} config has {list(types)})")
+    for name, kind in types.items():
+        if not isinstance(config[name], kind):
+            raise ValueError(f"config[{name!r}] is a {type(config[name]).__name__}, expected {kind.__name__}")
+
+
 def check_finite(config: Any, section: str) -> None:
     """Refuse NaN and infinities in every float (or tuple-of-float) field of a config dataclass:
     no setting of ours means anything at NaN, and a NaN compares False with every range check."""

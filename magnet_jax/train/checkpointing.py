@@ -330,3 +330,15 @@ class PreemptionGuard:
             from jax.experimental import multihost_utils
             flag = bool(np.any(multihost_utils.process_allgather(np.asarray(flag, np.int32))))
         return flag
+
+
+def save_when_due(ckpt: Checkpoints, guard: PreemptionGuard, step: int, steps: int, every: int, state: dict,
+                  data_state: dict | None) -> str | None:
+    """The loops' checkpoint rule: save every ``every`` steps and at the last one; on SIGTERM /
+    SIGINT save now and return the stop reason (None: keep training)."""
+    if step % every == 0 or step == steps:
+        ckpt.save(step, state, data_state, force=step == steps)
+    if guard.requested() and step < steps:
+        ckpt.save(step, state, data_state, force=True)
+        return f"signal {guard.signum or 'on another process'}: saved step {step}"
+    return None

@@ -32,12 +32,17 @@ def add_distributed_flags(p: argparse.ArgumentParser) -> None:
                    help="let JAX detect the cluster (TPU pod slices, SLURM, Open MPI)")
 
 
+def add_run_args(p: argparse.ArgumentParser, config_help: str, plot: str, example: str) -> None:
+    """--config, --workdir and the key=value overrides of a training verb."""
+    p.add_argument("--config", required=True, help=config_help)
+    p.add_argument("--workdir", required=True, help=f"checkpoints, metrics.jsonl, tensorboard/, {plot}")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=f"e.g. {example}")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train or fine-tune the MAGNeT LM (resumes from --workdir)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="configs/NAME.py[:variant]")
-    p.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, tensorboard/, loss.png")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.steps=100 mesh.fsdp=4")
+    add_run_args(p, "configs/NAME.py[:variant]", "loss.png", "train.steps=100 mesh.fsdp=4")
     add_distributed_flags(p)
     p.set_defaults(func=run_train)
 

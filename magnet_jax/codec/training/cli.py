@@ -23,10 +23,8 @@ from magnet_jax.cli import EXIT_FAILED, UserError, finite_float
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train-codec", help="train an EnCodec (adversarial, learned RVQ); resumes from --workdir",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="configs/NAME.py[:variant] (e.g. configs/codec_tiny.py)")
-    p.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, tensorboard/, PNGs")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.steps=100 data.dir=DIR")
-    from magnet_jax.train.cli import add_distributed_flags
+    from magnet_jax.train.cli import add_distributed_flags, add_run_args
+    add_run_args(p, "configs/NAME.py[:variant] (e.g. configs/codec_tiny.py)", "PNGs", "train.steps=100 data.dir=DIR")
     add_distributed_flags(p)
     p.set_defaults(func=run_train_codec)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from magnet_jax.codec.config import EncodecConfig
-from magnet_jax.config_loader import check_finite
+from magnet_jax.config_loader import check_finite, check_sections
 from magnet_jax.train.config import MeshConfig, TrainConfig, check_schedule
 from magnet_jax.train.optim import OptimConfig
 
@@ -172,14 +172,7 @@ SECTION_TYPES: dict[str, type] = {
 
 def check_config(config: dict[str, Any]) -> dict[str, Any]:
     """Every section present with its type; options this trainer does not implement refused."""
-    unknown = sorted(set(config) - set(SECTIONS))
-    missing = sorted(set(SECTIONS) - set(config))
-    if unknown or missing:
-        raise ValueError(f"codec training config: unknown sections {unknown}, missing sections {missing} "
-                         f"(a codec training config has {list(SECTIONS)})")
-    for name, kind in SECTION_TYPES.items():
-        if not isinstance(config[name], kind):
-            raise ValueError(f"config[{name!r}] is a {type(config[name]).__name__}, expected {kind.__name__}")
+    check_sections(config, SECTION_TYPES, "codec training")
     for name in SECTIONS:
         check_finite(config[name], name)
     tc = config["train"]

@@ -29,7 +29,7 @@ from magnet_jax.codec.training import data as D
 from magnet_jax.codec.training.config import check_config, to_json
 from magnet_jax.codec.training.evaluate import evaluate, spectrogram_png
 from magnet_jax.codec.training.step import CodecTrainer, build_trainer
-from magnet_jax.train.checkpointing import Checkpoints, PreemptionGuard
+from magnet_jax.train.checkpointing import Checkpoints, PreemptionGuard, save_when_due
 from magnet_jax.train.loop import NonFiniteError, check_or_write_run_config, field_defaults, host, make_run_mesh
 from magnet_jax.train.metrics import MetricsWriter, read_jsonl
 
@@ -150,15 +150,14 @@ def train_codec(config: dict, workdir: str | Path, on_step: Callable[[int], None
                     window, t0 = [], time.perf_counter()
                 if on_step is not None:
                     on_step(step)
-                if step % tc.checkpoint_every == 0 or step == tc.steps:
-                    ckpt.save(step, state, train_data.consumed_state, force=step == tc.steps)
                 if clips is not None and (step % tc.eval_every == 0 or step == tc.steps):
                     last_valid = validate(trainer, state, clips, workdir, step)
                     metrics.write(step, "valid", last_valid)
                     t0 = time.perf_counter()
-                if guard.requested() and step < tc.steps:
-                    ckpt.save(step, state, train_data.consumed_state, force=True)
-                    stop_reason = f"signal {guard.signum or 'on another process'}: saved step {step}"
+                stop = save_when_due(ckpt, guard, step, tc.steps, tc.checkpoint_every, state,
+                                     train_data.consumed_state)
+                if stop:
+                    stop_reason = stop
                     break
     finally:
         bar.close()
