@@ -21,6 +21,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax import nnx
 
 from magnet_jax.train.config import lm_family, lm_from_json
 
@@ -40,20 +41,27 @@ def restore_lm_params(workdir: str | Path, step: int | None = None, use_ema: boo
     """(run config as JSON, params ``{"lm": ..., "text": ...}`` on the host, step) of a train workdir.
 
     The EMA weights when the run kept them and ``use_ema`` (audiocraft evaluates and exports
-    the EMA); the raw parameters otherwise. The checkpoint is checked against its manifest and
-    its weights for NaN / inf first: a damaged one is an ``ExportError`` naming the file.
+    the EMA); the raw parameters otherwise. See ``restore_run_params`` for the checks.
     """
+    return restore_run_params(workdir, "lm", "`magnet-jax train`", step,
+                              lambda state: state["ema"] if use_ema and "ema" in state else state["params"])
+
+
+def restore_run_params(workdir: str | Path, section: str, verb: str, step: int | None, pick) -> tuple[dict, dict, int]:
+    """(run config as JSON, ``pick(state)`` on the host, step) of a finished training workdir whose
+    config.json has ``section``: the checkpoint is checked against its manifest and its weights for
+    NaN / inf first, so a damaged one is an ``ExportError`` naming the file."""
     import orbax.checkpoint as ocp
 
     from magnet_jax.train.checkpointing import DamagedCheckpoint, nonfinite_leaf, verify_step
 
     workdir = Path(workdir).absolute()
-    config = _read_json(workdir / "config.json", "`magnet-jax train`")
-    if "lm" not in config:
-        raise ExportError(f"{workdir}/config.json has no 'lm' section: not a `magnet-jax train` workdir")
+    config = _read_json(workdir / "config.json", verb)
+    if section not in config:
+        raise ExportError(f"{workdir}/config.json has no '{section}' section: not a {verb} workdir")
     steps = sorted(int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit())
     if not steps:
-        raise ExportError(f"{workdir} has no checkpoint yet (train writes one every train.checkpoint_every steps)")
+        raise ExportError(f"{workdir} has no checkpoint yet (it writes one every train.checkpoint_every steps)")
     step = steps[-1] if step is None else step
     if step not in steps:
         raise ExportError(f"{workdir} has no checkpoint {step}; it has {steps}")
@@ -64,7 +72,7 @@ def restore_lm_params(workdir: str | Path, step: int | None = None, use_ema: boo
         raise ExportError(str(err)) from None
     with ocp.StandardCheckpointer() as ckpt:
         state = ckpt.restore(step_dir / "state")
-    params = state["ema"] if use_ema and "ema" in state else state["params"]
+    params = pick(state)
     if bad := nonfinite_leaf(params):
         raise ExportError(f"checkpoint {step_dir} holds {bad}: pick another step with --step (this run has: {steps})")
     return config, jax.tree.map(np.asarray, params), step
@@ -155,3 +163,48 @@ def _codec_of(source: str | Path, codec_step: int | None):
 
 def folder_size_mb(folder: str | Path) -> float:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 2 ** 20
+
+
+def export_melody(vae: str | Path, semantic_lm_workdir: str | Path, dpd_workdir: str | Path, out: str | Path, *,
+                  use_ema: bool = True, text_encoder: str | None = None) -> Path:
+    """Package MeLoDy's three trained parts as one model folder (``MeLoDy.save``): the VAE-GAN (a
+    ``train-codec`` workdir or a model folder), the semantic LM (a ``train`` workdir of a
+    one-codebook MusicGen, with its text projection) and the DPD (a ``train-dpd`` workdir; its
+    ``melody.latent_scale`` and crop length become the folder's ``latent_scale`` and
+    ``window_seconds``). The parts are checked against each other by ``MeLoDy`` before writing."""
+    from magnet_jax.lm.convert import build_lm
+    from magnet_jax.melody.dpd import DPD, DPDConfig
+    from magnet_jax.models.melody import MeLoDy
+    from magnet_jax.text import Conditioner, TextEncoder
+    from magnet_jax.text.conditioner import TextConditioner, TextSettings, load_output_proj
+
+    _, codec = _codec_of(vae, None)
+    config, params, lm_step = restore_lm_params(semantic_lm_workdir, None, use_ema)
+    lm_cfg = lm_from_json(config["lm"])
+    if lm_family(lm_cfg) != "musicgen" or lm_cfg.n_q != 1:
+        raise ExportError(f"{semantic_lm_workdir} trained a {lm_family(lm_cfg)} LM with {lm_cfg.n_q} codebooks; "
+                          f"MeLoDy's semantic LM is a one-codebook MusicGen (configs/melody_tiny.py:semantic_lm)")
+    lm = build_lm(lm_cfg.replace(compute_dtype="float32"), params["lm"])
+    dpd_json, dpd_params, dpd_step = restore_run_params(dpd_workdir, "dpd", "`magnet-jax train-dpd`", None,
+                                                        lambda state: state["params"])
+    dpd_cfg = DPDConfig(**dpd_json["dpd"])
+    dpd = nnx.eval_shape(lambda: DPD(dpd_cfg, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(dpd)
+    nnx.replace_by_pure_dict(state, jax.tree.map(jax.numpy.asarray, dpd_params))
+    dpd = nnx.merge(graphdef, state)
+    settings, conditioner = text_meta(config), None
+    if settings is not None:
+        encoder = (TextEncoder.minilm(text_encoder) if settings["encoder"] == "minilm"
+                   else TextEncoder.t5(text_encoder or settings["encoder"]))
+        projection = TextConditioner(encoder.width, lm_cfg.dim, nnx.Rngs(0))
+        proj = params["text"]["output_proj"]
+        load_output_proj(projection, {"p.weight": np.asarray(proj["kernel"]).T, "p.bias": np.asarray(proj["bias"])},
+                         "p")
+        conditioner, settings = Conditioner(encoder, projection), TextSettings(**settings)
+    try:
+        model = MeLoDy(lm, dpd, codec, latent_scale=dpd_json["melody"]["latent_scale"], conditioner=conditioner,
+                       text_settings=settings, window_seconds=dpd_json["data"]["segment_duration"])
+    except ValueError as err:
+        raise ExportError(f"these parts do not make one MeLoDy: {err}") from None
+    return model.save(out, source=f"magnet-jax export-melody (semantic LM step {lm_step}, DPD step {dpd_step})",
+                      text_encoder=text_encoder)

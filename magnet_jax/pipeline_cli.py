@@ -77,6 +77,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "temperature=1.5 or decoding_steps=40,10,10,10); repeatable")
     e.set_defaults(func=run_export)
 
+    m = subparsers.add_parser("export-melody", help="package MeLoDy's trained VAE-GAN, semantic LM and DPD as a model",
+                              description="Write one MeLoDy model folder (generate --model loads it) from the "
+                                          "workdirs of train-codec (VAE), train (semantic LM) and train-dpd.")
+    m.add_argument("--vae", required=True, help="a train-codec workdir of a VAE codec, or a model folder holding one")
+    m.add_argument("--semantic-lm-workdir", required=True, help="a `magnet-jax train` workdir of the semantic LM")
+    m.add_argument("--dpd-workdir", required=True, help="a `magnet-jax train-dpd` workdir")
+    m.add_argument("--out", required=True, help="output folder")
+    m.add_argument("--no-ema", dest="use_ema", action="store_false", help="the semantic LM's raw weights, not the EMA")
+    m.add_argument("--text-encoder", metavar="DIR", help="local MiniLM / T5 folder to record (default: by its name)")
+    m.set_defaults(func=run_export_melody)
+
 
 def _model_args(p: argparse.ArgumentParser, cache: bool = True, verify: bool = True) -> None:
     p.add_argument("--model", help="a released name (facebook/magnet-small-10secs, ...), a folder with "
@@ -503,6 +514,19 @@ def run_export(args: argparse.Namespace) -> int:
     meta = json.loads((out / "magnet.json").read_text())
     print(json.dumps({"out": str(out), "size_mb": round(folder_size_mb(out), 2), "trained": meta["trained"],
                       "text_encoder": (meta["text"] or {}).get("encoder")}))
+    return 0
+
+
+def run_export_melody(args: argparse.Namespace) -> int:
+    from magnet_jax.cli import UserError
+    from magnet_jax.export import ExportError, export_melody, folder_size_mb
+    from magnet_jax.models import PipelineError
+    try:
+        out = export_melody(args.vae, args.semantic_lm_workdir, args.dpd_workdir, args.out, use_ema=args.use_ema,
+                            text_encoder=args.text_encoder)
+    except (ExportError, PipelineError, FileNotFoundError) as err:
+        raise UserError(str(err).replace("\n", " ")) from err
+    print(json.dumps({"out": str(out), "size_mb": round(folder_size_mb(out), 2)}))
     return 0
 
 

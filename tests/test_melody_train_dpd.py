@@ -64,6 +64,16 @@ def _host(tree):
     return jax.tree.map(np.asarray, tree)
 
 
+def _same_leaves(a, b) -> None:
+    """Equal trees up to key types (orbax restores the integer keys of a layer list as strings)."""
+    flat = lambda t: {tuple(str(getattr(k, "key", k)) for k in path): np.asarray(v)      # noqa: E731
+                      for path, v in jax.tree_util.tree_flatten_with_path(t)[0]}
+    fa, fb = flat(a), flat(b)
+    assert fa.keys() == fb.keys()
+    for k in fa:
+        np.testing.assert_array_equal(fa[k], fb[k], err_msg=str(k))
+
+
 def test_the_velocity_loss_falls(parts, tmp_path):
     summary = train_dpd(config(parts, steps=40, log_every=5, checkpoint_every=40), tmp_path / "run")
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -103,3 +113,41 @@ def test_parts_that_do_not_fit_are_refused_by_name(parts, tmp_path, capsys, over
             "train.steps=2", "optim.warmup=1", "mesh.devices=1", override]
     assert run(None, args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_three_trained_parts_export_as_one_model_that_generates_from_text(parts, tmp_path, capsys):
+    """train (semantic LM on tokenize --semantic-tokenizer records with MiniLM states) + train-dpd
+    + the VAE -> export-melody -> generate --model: the folder holds the trained weights."""
+    tokens = tmp_path / "tokens" / "magnet_tokens" / "1.0.0"
+    assert run(None, ["tokenize", str(parts["corpus"]), "--out", str(tokens), "--semantic-tokenizer",
+                      str(parts["tokenizer"]), "--text-encoder", "minilm", "--segment-duration", "1.0",
+                      "--batch-size", "2", "--no-progress"]) == 0
+    lm_run, dpd_run = tmp_path / "lm", tmp_path / "dpd"
+    assert run(None, ["train", "--config", "configs/melody_tiny.py:semantic_lm", "--workdir", str(lm_run),
+                      f"data.dir={tokens}", f"lm.card={TOKENS}", "lm.segment_duration=1.0", "lm.dim=16",
+                      "lm.num_heads=2", "lm.num_layers=1", "lm.ffn_dim=32", "train.steps=2", "train.batch_size=4",
+                      "mesh.devices=1", "train.checkpoint_every=2", "train.eval_every=0", "train.progress=false",
+                      "optim.warmup=1"]) == 0
+    dpd_cfg = config(parts, steps=2, log_every=1, checkpoint_every=2)
+    train_dpd(dpd_cfg, dpd_run)
+    out = tmp_path / "melody"
+    assert run(None, ["export-melody", "--vae", str(parts["vae"]), "--semantic-lm-workdir", str(lm_run),
+                      "--dpd-workdir", str(dpd_run), "--out", str(out)]) == 0
+    from magnet_jax.export import restore_lm_params, restore_run_params
+    from magnet_jax.models import load_model
+    model = load_model(str(out))
+    _, lm_params, _ = restore_lm_params(lm_run)
+    got = nnx.to_pure_dict(nnx.state(model.semantic_lm, nnx.Param))
+    _same_leaves(got, lm_params["lm"])
+    _, dpd_params, _ = restore_run_params(dpd_run, "dpd", "train-dpd", None, lambda s: s["params"])
+    _same_leaves(nnx.to_pure_dict(nnx.state(model.dpd, nnx.Param)), dpd_params)
+    assert model.window_seconds == 0.32 and model.conditioner is not None
+    wavs = tmp_path / "wavs"
+    assert run(None, ["generate", "--model", str(out), "--prompt", "a marimba melody", "--out", str(wavs),
+                      "--diffusion-steps", "2"]) == 0
+    assert (wavs / "000_a_marimba_melody.wav").is_file()
+    # an LM of another family is refused by name
+    capsys.readouterr()
+    assert run(None, ["export-melody", "--vae", str(parts["vae"]), "--semantic-lm-workdir", str(dpd_run),
+                      "--dpd-workdir", str(dpd_run), "--out", str(tmp_path / "bad")]) == 2
+    assert "no 'lm' section" in capsys.readouterr().err

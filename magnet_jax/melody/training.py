@@ -133,7 +133,7 @@ def build_trainer(config: dict, mesh) -> DPDTrainer:
     scale = np.float32(parts.latent_scale)
 
     def init_state() -> dict:
-        params = nnx.state(DPD(config["dpd"], rngs=nnx.Rngs(tc.seed)), nnx.Param)
+        params = nnx.to_pure_dict(nnx.state(DPD(config["dpd"], rngs=nnx.Rngs(tc.seed)), nnx.Param))
         return {"params": params, "opt": tx.init(params), "rng": jax.random.key_data(jax.random.key(tc.seed + 1)),
                 "step": jnp.int32(0), "nonfinite_run": jnp.int32(0), "nonfinite_total": jnp.int32(0)}
 
