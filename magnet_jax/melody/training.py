@@ -39,6 +39,7 @@ from magnet_jax.melody.dpd import DPD, DPDConfig
 from magnet_jax.melody.objective import velocity_loss
 from magnet_jax.train.config import MeshConfig, TrainConfig, check_schedule
 from magnet_jax.train.optim import OptimConfig, make_optimizer
+from magnet_jax.train.state import commit_if_finite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,16 +152,11 @@ def build_trainer(config: dict, mesh) -> DPDTrainer:
             return velocity_loss(nnx.merge(graphdef, params), key, x0, tokens) + poison
 
         loss, grads = jax.value_and_grad(loss_fn)(state["params"])
-        finite = jnp.isfinite(loss) & jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]))
+        finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
         updates, opt = tx.update(grads, state["opt"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)   # noqa: E731
-        run = jnp.where(finite, 0, state["nonfinite_run"] + 1)
-        new = {"params": keep(params, state["params"]), "opt": keep(opt, state["opt"]), "rng": state["rng"],
-               "step": state["step"] + 1, "nonfinite_run": run,
-               "nonfinite_total": state["nonfinite_total"] + (~finite).astype(jnp.int32)}
-        return new, {"loss": loss, "finite": finite, "lr": schedule(state["step"]), "nonfinite_run": run,
-                     "nonfinite_total": new["nonfinite_total"]}
+        new = commit_if_finite(state, {"params": optax.apply_updates(state["params"], updates), "opt": opt}, finite)
+        return new, {"loss": loss, "finite": finite, "lr": schedule(state["step"]),
+                     "nonfinite_run": new["nonfinite_run"], "nonfinite_total": new["nonfinite_total"]}
 
     abstract = jax.eval_shape(init_state)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())

@@ -45,7 +45,7 @@ from magnet_jax.train.config import FAMILY_KEY, check_config, lm_family, to_json
 from magnet_jax.train.data import Batches, check_model_matches_data, load_text_encoder, split_exists
 from magnet_jax.train.metrics import MetricsWriter, device_peak_flops, plot_losses, train_step_flops
 from magnet_jax.train.optim import effective_lr, ema_update, make_optimizer
-from magnet_jax.train.state import (build_model, init_state, param_shardings, state_shardings,
+from magnet_jax.train.state import (build_model, commit_if_finite, init_state, param_shardings, state_shardings,
                                     trainable_mask)
 
 
@@ -222,13 +222,7 @@ def make_train_step(graphdef, config: dict, tx, schedule, mask: dict, text: bool
             now = (updates_done + 1) % oc.ema_every == 0
             new["ema"] = jax.tree.map(lambda a, b: jnp.where(now, a, b), ema, state["ema"])
             new["ema_count"] = jnp.where(now, count, state["ema_count"])
-        out_state = dict(state)
-        for name, value in new.items():   # a non-finite step keeps the old state
-            out_state[name] = jax.tree.map(lambda a, b: jnp.where(finite, a, b), value, state[name])
-        bad = (~finite).astype(jnp.int32)
-        out_state["step"] = state["step"] + 1
-        out_state["nonfinite_total"] = state["nonfinite_total"] + bad
-        out_state["nonfinite_run"] = jnp.where(finite, 0, state["nonfinite_run"] + 1)
+        out_state = commit_if_finite(state, new, finite)     # a non-finite step keeps the old state
         metrics = {**outs._asdict(), "grad_norm": grad_norm, "lr": lr,     # the objective's fields first
                    "finite": finite, "nonfinite_run": out_state["nonfinite_run"],
                    "nonfinite_total": out_state["nonfinite_total"]}

@@ -150,3 +150,16 @@ def state_shardings(abstract_state: dict, param_sh: dict, mesh: Mesh) -> dict:
     for name, sub in abstract_state.items():
         out[name] = param_sh if name in ("params", "ema") else like_param_shardings(sub, params, param_sh, mesh)
     return out
+
+
+def commit_if_finite(state: dict, new: dict, finite: jax.Array) -> dict:
+    """``state`` with ``new``'s entries taken where the step was finite (else the old ones kept),
+    the step counted, and the non-finite counters (in all / in a row) updated: the skip rule
+    of every train step (LM, codec, DPD)."""
+    out = dict(state)
+    for name, value in new.items():
+        out[name] = jax.tree.map(lambda a, b: jnp.where(finite, a, b), value, state[name])
+    out["step"] = state["step"] + 1
+    out["nonfinite_total"] = state["nonfinite_total"] + (~finite).astype(jnp.int32)
+    out["nonfinite_run"] = jnp.where(finite, 0, state["nonfinite_run"] + 1)
+    return out

@@ -45,7 +45,7 @@ from magnet_jax.codec.training.discriminator import MultiScaleSTFTDiscriminator
 from magnet_jax.codec.vae import kl_divergence, reparameterize
 from magnet_jax.train import sharding
 from magnet_jax.train.optim import effective_lr, ema_update, make_optimizer
-from magnet_jax.train.state import key_data, like_param_shardings
+from magnet_jax.train.state import commit_if_finite, key_data, like_param_shardings
 
 
 @dataclasses.dataclass
@@ -252,7 +252,7 @@ def make_train_step(config: dict, gdef, ddef, gen_tx, disc_tx, gen_schedule, mas
             new["ema_count"] = jnp.where(now, count, state["ema_count"])
         finite = (jnp.isfinite(g_loss * (1.0 + poison)) & jnp.isfinite(grad_norm) & jnp.isfinite(d_loss)
                   & jnp.isfinite(commit))
-        out = _commit_if_finite(state, new, finite)
+        out = commit_if_finite(state, new, finite)
         metrics.update({f"loss_{n}": values[i] for i, n in enumerate(names)})
         metrics.update({"g_loss": g_loss, "d_loss": d_loss, "kl" if vae else "commitment": commit,
                         "grad_norm": grad_norm, "lr": lr, "n_q": n_active, "finite": finite,
@@ -276,17 +276,6 @@ def _disc_update(state, y, x, disc_apply, disc_tx, lc, key):
     now = jax.random.uniform(key) <= 1.0 / lc.adv_every
     pick = lambda a, b: jax.tree.map(lambda u, v: jnp.where(now, u, v), a, b)  # noqa: E731
     return d_loss, pick(params, state["disc"]), pick(opt, state["disc_opt"])
-
-
-def _commit_if_finite(state: dict, new: dict, finite: jax.Array) -> dict:
-    out = dict(state)
-    for name, value in new.items():
-        out[name] = jax.tree.map(lambda a, b: jnp.where(finite, a, b), value, state[name])
-    bad = (~finite).astype(jnp.int32)
-    out["step"] = state["step"] + 1
-    out["nonfinite_total"] = state["nonfinite_total"] + bad
-    out["nonfinite_run"] = jnp.where(finite, 0, state["nonfinite_run"] + 1)
-    return out
 
 
 # ---------------------------------------------------------------- k-means init and reconstruction
