@@ -174,9 +174,9 @@ def export_melody(vae: str | Path, semantic_lm_workdir: str | Path, dpd_workdir:
     ``window_seconds``). The parts are checked against each other by ``MeLoDy`` before writing."""
     from magnet_jax.lm.convert import build_lm
     from magnet_jax.melody.dpd import DPD, DPDConfig
+    from magnet_jax.models.loading import conditioner_from_projection
     from magnet_jax.models.melody import MeLoDy
-    from magnet_jax.text import Conditioner, TextEncoder
-    from magnet_jax.text.conditioner import TextConditioner, TextSettings, load_output_proj
+    from magnet_jax.text.conditioner import TextSettings
 
     _, codec = _codec_of(vae, None)
     config, params, lm_step = restore_lm_params(semantic_lm_workdir, None, use_ema)
@@ -194,13 +194,11 @@ def export_melody(vae: str | Path, semantic_lm_workdir: str | Path, dpd_workdir:
     dpd = nnx.merge(graphdef, state)
     settings, conditioner = text_meta(config), None
     if settings is not None:
-        encoder = (TextEncoder.minilm(text_encoder) if settings["encoder"] == "minilm"
-                   else TextEncoder.t5(text_encoder or settings["encoder"]))
-        projection = TextConditioner(encoder.width, lm_cfg.dim, nnx.Rngs(0))
         proj = params["text"]["output_proj"]
-        load_output_proj(projection, {"p.weight": np.asarray(proj["kernel"]).T, "p.bias": np.asarray(proj["bias"])},
-                         "p")
-        conditioner, settings = Conditioner(encoder, projection), TextSettings(**settings)
+        conditioner = conditioner_from_projection(
+            settings, {"weight": np.asarray(proj["kernel"]).T, "bias": np.asarray(proj["bias"])}, lm_cfg.dim,
+            text_encoder, max_tokens=config.get("text", {}).get("max_tokens"))
+        settings = TextSettings(**settings)
     try:
         model = MeLoDy(lm, dpd, codec, latent_scale=dpd_json["melody"]["latent_scale"], conditioner=conditioner,
                        text_settings=settings, window_seconds=dpd_json["data"]["segment_duration"])

@@ -104,20 +104,30 @@ def _load_lm(folder: Path, compute_dtype: str) -> MagnetLM:
 def _load_conditioner(folder: Path, meta: dict, dim: int,
                       text_encoder: str | os.PathLike | None, mesh: Mesh | None) -> Conditioner | None:
     """T5 (override > the folder recorded at conversion > xp.cfg's hub name) + output_proj."""
-    from magnet_jax.text import TextEncoder, TextSettings
-    from magnet_jax.text.conditioner import TextConditioner, load_output_proj
     if meta["text"] is None:
         return None
-    settings = TextSettings(**meta["text"])
     recorded = meta.get("text_encoder")
+    if meta["text"]["encoder"] != MINILM and not text_encoder and recorded and Path(recorded).is_dir():
+        text_encoder = recorded
+    return conditioner_from_projection(meta["text"], _restore(folder / "text"), dim, text_encoder,
+                                       max_tokens=meta.get("text_max_tokens"), mesh=mesh)
+
+
+def conditioner_from_projection(text: dict, proj: dict, dim: int, text_encoder: str | os.PathLike | None = None,
+                                *, max_tokens: int | None = None, mesh: Mesh | None = None) -> Conditioner:
+    """The text path of a model: the encoder its settings name (MiniLM, or a T5 hub name / folder;
+    ``text_encoder`` overrides where it is read from) and the trained projection ``proj``
+    (torch layout: ``weight`` [dim, width], ``bias`` [dim]), checked against the encoder's width."""
+    from magnet_jax.text import TextEncoder, TextSettings
+    from magnet_jax.text.conditioner import TextConditioner, load_output_proj
+    settings = TextSettings(**text)
     if settings.encoder == MINILM:      # a model trained by this project (magnet_jax.export)
         path = text_encoder or None
-        encoder = TextEncoder.minilm(path, max_length=meta.get("text_max_tokens"), mesh=mesh)
+        encoder = TextEncoder.minilm(path, max_length=max_tokens, mesh=mesh)
     else:
-        path = text_encoder or (recorded if recorded and Path(recorded).is_dir() else settings.encoder)
+        path = text_encoder or settings.encoder
         encoder = TextEncoder.t5(path, mesh=mesh)
     conditioner = TextConditioner(encoder.width, dim, nnx.Rngs(0))
-    proj = _restore(folder / "text")
     width = proj["weight"].shape[1]
     if width != encoder.width:
         raise PipelineError(f"text encoder {path} gives {encoder.width}-wide states but the checkpoint's "
