@@ -29,7 +29,7 @@ The default variant gives the model configs for the Python API:
     cfg = get_config()
     dpd = DPD(cfg["dpd"], rngs=nnx.Rngs(0)); lm = semantic_lm(cfg["semantic_lm"], rngs=nnx.Rngs(1))
     codec = Encodec(cfg["codec"], rngs=nnx.Rngs(2))
-    MeLoDy(lm, dpd, codec).generate(jax.random.key(0), duration=1.0,
+    MeLoDy(lm, dpd, codec).generate_window(jax.random.key(0), duration=1.0,
                                     diffusion_config=cfg["diffusion"])
 """
 import dataclasses

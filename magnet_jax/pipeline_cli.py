@@ -364,20 +364,20 @@ def _run_melody(args: argparse.Namespace, model, prompts: list[str], params: dic
     from magnet_jax.cli import UserError
     from magnet_jax.models import PipelineError
     foreign = [flag for flag, value in (("--continue-from", args.continue_from), ("--rescorer", args.rescorer),
-                                        ("--hybrid-prefix", args.hybrid_prefix), ("--ar-model", args.ar_model),
-                                        ("--batch-size", args.batch_size)) if value is not None]
+                                        ("--hybrid-prefix", args.hybrid_prefix), ("--ar-model", args.ar_model))
+               if value is not None]
     if foreign:
-        raise UserError(f"{', '.join(foreign)}: not for a MeLoDy model (it generates every prompt in one call, "
-                        f"from text only); drop it")
+        raise UserError(f"{', '.join(foreign)}: not for a MeLoDy model (it generates from text only); drop it")
     t0 = time.perf_counter()
     try:
-        out = model.generate_text(prompts, seed=args.seed, duration=args.duration, **params)
+        out = model.generate(prompts, seed=args.seed, batch_size=args.batch_size, progress=True,
+                             duration=args.duration, **params)
     except (PipelineError, ValueError) as err:
         raise UserError(str(err)) from err
     gen_s = time.perf_counter() - t0
     files = write_outputs(Path(args.out), prompts, out)
     sidecar = {"model": model.name, "checkpoint_dir": str(model.checkpoint_dir), "prompts": prompts,
-               "seed": args.seed, "model_family": "MeLoDy", "settings": params,
+               "seed": args.seed, "batch_size": args.batch_size, "model_family": "MeLoDy", "settings": params,
                "diffusion_defaults": dataclasses.asdict(model.diffusion_config),
                "semantic_defaults": dataclasses.asdict(model.semantic_config), "compute_dtype": args.dtype,
                "sample_rate": model.sample_rate, "duration_s": out.audio.shape[-1] / model.sample_rate,

@@ -54,13 +54,13 @@ def test_a_saved_folder_loads_as_melody_and_generates_what_the_model_in_memory_d
     loaded = load_model(str(folder))
     assert isinstance(loaded, MeLoDy) and loaded.window_seconds == 0.16 and loaded.latent_scale == 0.5
     captions = ["an organ arpeggio in D minor", "fast drums"]
-    want = model.generate_text(captions, seed=4, top_k=0)
-    got = loaded.generate_text(captions, seed=4, top_k=0)
+    want = model.generate(captions, seed=4, top_k=0)
+    got = loaded.generate(captions, seed=4, top_k=0)
     np.testing.assert_array_equal(got.tokens, want.tokens)
     np.testing.assert_array_equal(got.audio, want.audio)
     assert got.audio.shape == (2, 1, 160) and got.sample_rate == 1000
     # the text reaches the clip: another caption, other semantic tokens or audio
-    other = loaded.generate_text(["a quiet piano", "fast drums"], seed=4, top_k=0)
+    other = loaded.generate(["a quiet piano", "fast drums"], seed=4, top_k=0)
     assert not np.array_equal(other.audio[0], got.audio[0])
 
 
@@ -70,7 +70,7 @@ def test_generate_cli_writes_the_clips_with_its_melody_flags_and_extends_past_th
     assert run(None, ["generate", "--model", str(folder), "--prompt", "an organ arpeggio", "--out", str(out),
                       "--seed", "2", "--diffusion-steps", "3", "--diffusion-cfg", "1.5", "--top-k", "0",
                       "--duration", "0.3"]) == 0
-    want = model.generate_text(["an organ arpeggio"], seed=2, duration=0.3, diffusion_steps=3, diffusion_cfg=1.5,
+    want = model.generate(["an organ arpeggio"], seed=2, duration=0.3, diffusion_steps=3, diffusion_cfg=1.5,
                                top_k=0)
     assert want.audio.shape == (1, 1, 300)          # 0.16 s window + chunks of 0.04 s, cut to 0.3 s
     wav, rate = soundfile.read(out / "000_an_organ_arpeggio.wav", dtype="float32")
@@ -83,7 +83,7 @@ def test_generate_cli_writes_the_clips_with_its_melody_flags_and_extends_past_th
 
 @pytest.mark.parametrize("flags,message", [
     (["--decoding-steps", "4,2,2,2"], "--decoding-steps: not a MeLoDy setting"),
-    (["--batch-size", "1"], "--batch-size: not for a MeLoDy model"),
+    (["--rescorer", "facebook/musicgen-small"], "--rescorer: not for a MeLoDy model"),
     (["--diffusion-steps", "0"], "num_steps must be a positive int"),
 ])
 def test_flags_melody_does_not_have_are_refused_by_name(saved, tmp_path, capsys, flags, message):
@@ -95,10 +95,10 @@ def test_flags_melody_does_not_have_are_refused_by_name(saved, tmp_path, capsys,
 def test_an_unconditional_melody_refuses_a_caption_and_generates_without_one(tmp_path):
     model = tiny_melody(text=False)
     with pytest.raises(PipelineError, match="no text conditioning"):
-        model.generate_text(["a caption it cannot read"])
+        model.generate(["a caption it cannot read"])
     folder = model.save(tmp_path / "uncond")
     assert json.loads((folder / "magnet.json").read_text())["text"] is None
-    out = load_model(str(folder)).generate_text(["", ""], seed=1)
+    out = load_model(str(folder)).generate(["", ""], seed=1)
     assert out.audio.shape == (2, 1, 160) and np.isfinite(out.audio).all()
 
 

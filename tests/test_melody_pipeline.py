@@ -31,7 +31,7 @@ def test_pipeline_generates_and_extends_chunk_by_chunk():
     pipe = MeLoDy(semantic_lm(lm_cfg, rngs=nnx.Rngs(1)), DPD(dpd_cfg, rngs=nnx.Rngs(0)),
                   Encodec(codec_cfg, rngs=nnx.Rngs(2)))
     dc = DiffusionSamplerConfig(num_steps=3, cfg_scale=2.5)
-    out = pipe.generate(jax.random.key(0), duration=0.1, num_samples=2, diffusion_config=dc)
+    out = pipe.generate_window(jax.random.key(0), duration=0.1, num_samples=2, diffusion_config=dc)
     T = pipe.latent_frames(0.1)                         # 250 Hz latent: 25 frames -> 40 (lcm(4, 5) = 20)
     assert T == 40 and out["latents"].shape == (2, T, 8) and out["audio"].shape == (2, 1, 100)
     assert out["semantic"].shape == (2, 3) and bool(jnp.all(jnp.isfinite(out["audio"])))

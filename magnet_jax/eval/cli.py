@@ -1,10 +1,11 @@
-"""``magnet-jax eval``: prompt adherence of a MAGNeT model on the synthetic corpus's attributes.
+"""``magnet-jax eval``: prompt adherence of a model (MAGNeT, MusicGen, MeLoDy) on the synthetic attributes.
 
     magnet-jax eval --out eval/                                  # shipped model, held-out prompts
     magnet-jax eval --model DIR --prompts prompts.jsonl --out eval/ --num-prompts 12 --batch-size 4
     magnet-jax eval --model DIR --out eval/ --embedding vggish=~/weights/vggish-10086976.pth
     magnet-jax eval --model DIR --out eval/ --embedding my_pkg.embedders:my_embedder
     magnet-jax eval --model DIR --out eval/ --temperature 1.0 --max-cfg-coef 3   # sampler ablation
+    magnet-jax eval --model MELODY_DIR --out eval/ --duration 5 --diffusion-steps 20   # a MeLoDy
 
 Writes report.json, report.md (attribute | generated | chance | p | ceiling), accuracy.png,
 music_likeness.png and generated/*.wav into --out.
@@ -43,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "vggish-10086976.pth; CLAP: a LAION-CLAP .pt; PaSST: a PaSST state dict), or a callable "
                         "returning an Embedder (name, sample_rate, __call__(audio [N, samples]) -> [M, D]). "
                         "The codec's latents are always used.")
+    e.add_argument("--duration", type=finite_float, default=None, metavar="S",
+                   help="clip length for the families that choose it (MusicGen, MeLoDy; MAGNeT makes its "
+                        "trained segment only); default: the model's")
     sampler_args(e)
     e.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="LM compute dtype")
     e.set_defaults(func=run_eval)
@@ -105,7 +109,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from magnet_jax.cli import UserError, writable_folder
     from magnet_jax.eval.runner import evaluate
     from magnet_jax.models import PipelineError
-    from magnet_jax.pipeline_cli import load_model, sampler_params
+    from magnet_jax.pipeline_cli import check_family_params, load_model, sampler_params
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
     prompts, path = _prompts(args)
@@ -113,6 +117,9 @@ def run_eval(args: argparse.Namespace) -> int:
     writable_folder(args.out)                 # before the model loads and the prompts generate
     model = load_model(args, compute_dtype=args.dtype)
     params = sampler_params(args)
+    check_family_params(model, params)
+    if args.duration is not None:
+        params["duration"] = args.duration
     try:
         report = evaluate(model, prompts, args.out, seed=args.seed, batch_size=args.batch_size,
                           embedders=embedders, prompts_file=path, **params)

@@ -62,15 +62,24 @@ def frechet_rows(embedders: Sequence[F.Embedder], generated: np.ndarray, real: n
     return rows
 
 
-def codec_round_trip(model, audio: np.ndarray, batch_size: int) -> np.ndarray:
-    """Real clips ``[N, samples]`` encoded and decoded by the model's codec with the LM's codebooks.
+def codec_module(model):
+    """The ``Encodec`` behind a model: MAGNeT and MusicGen hold it in a ``CodecRunner``, MeLoDy
+    (whose codec is a VAE-GAN) holds it directly."""
+    return getattr(model.codec, "model", model.codec)
 
-    Why: the LM can only produce what its codec can decode, so the analysers on these clips are
-    the ceiling the model itself can reach; the gap to the clean ceiling is the codec's.
+
+def codec_round_trip(model, audio: np.ndarray, batch_size: int) -> np.ndarray:
+    """Real clips ``[N, samples]`` through the model's codec: encoded and decoded with the LM's
+    codebooks, or for MeLoDy through its VAE-GAN (``MeLoDy.reconstruct``).
+
+    Why: the model can only produce what its codec can decode, so the analysers on these clips
+    are the ceiling the model itself can reach; the gap to the clean ceiling is the codec's.
     """
     from magnet_jax.codec.training.evaluate import batched
-    wav = np.repeat(audio[:, None, :], model.audio_channels, axis=1).astype(np.float32)
-    coded = batched(lambda a: model.decode(model.codec.encode(a, n_q=model.lm_cfg.n_q)), wav, batch_size)
+    wav = np.repeat(audio[:, None, :], codec_module(model).cfg.channels, axis=1).astype(np.float32)
+    reconstruct = getattr(model, "reconstruct", None) or (
+        lambda a: model.decode(model.codec.encode(a, n_q=model.lm_cfg.n_q)))
+    coded = batched(reconstruct, wav, batch_size)
     return coded.mean(axis=1)[:, :audio.shape[-1]]
 
 
@@ -82,7 +91,7 @@ def reference_analyses(model, prompts: Sequence[Prompt], num_samples: int, sampl
     generations were made; an ablation that evaluates several samplers of one model (or models
     sharing a codec) passes one ``cache`` dict so they are rendered and analysed once per seed.
     The key holds the codec object's id, so models on another codec never share an entry."""
-    key = (seed, num_samples, sample_rate, id(model.codec.model), tuple(p.caption for p in prompts))
+    key = (seed, num_samples, sample_rate, id(codec_module(model)), tuple(p.caption for p in prompts))
     if cache is not None and key in cache:
         return cache[key]
     real_attrs, real = render_real(prompts, num_samples, sample_rate, seed)
@@ -116,7 +125,9 @@ def evaluate(model, prompts: Sequence[Prompt], out: str | Path, *, seed: int = 0
              embedders: Sequence[F.Embedder] = (), prompts_file: str = "", progress: bool = True,
              reference_cache: dict | None = None, **sampler_params: Any) -> dict:
     """Generate, analyse and score; writes report.json, report.md, the plots and the WAVs into
-    ``out`` and returns the report. ``model``: a ``magnet_jax.models.MAGNeT``.
+    ``out`` and returns the report. ``model``: a MAGNeT, MusicGen, HybridMAGNeT or MeLoDy (anything
+    whose ``generate(captions, seed=, batch_size=, progress=, **sampler_params)`` returns a
+    ``Generation``).
     ``reference_cache``: a dict shared by several calls that compare models on the same codec
     (see ``reference_analyses``)."""
     out = Path(out)
@@ -133,7 +144,7 @@ def evaluate(model, prompts: Sequence[Prompt], out: str | Path, *, seed: int = 0
                                                              batch_size or 8, progress, reference_cache)
     timings["analyse_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    codec = F.CodecLatents(model.codec.model, batch_size=batch_size or 8)
+    codec = F.CodecLatents(codec_module(model), batch_size=batch_size or 8)
     fd = frechet_rows([codec, *embedders], generated, real, sr)
     timings["frechet_s"] = time.perf_counter() - t0
     cosines = [A.chroma_cosine(r, g, sr) for r, g in zip(real, generated)]

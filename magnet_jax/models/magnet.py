@@ -34,7 +34,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -78,6 +78,24 @@ def prompt_key(seed_or_key: int | jax.Array, index: int) -> jax.Array:
 def _pad_index(start: int, batch: int, n: int) -> list[int]:
     """Rows of one fixed-size batch: the real ones, then the last real one repeated."""
     return [min(i, n - 1) for i in range(start, start + batch)]
+
+
+def generate_in_batches(n: int, batch: int, progress: bool, sample_rate: int,
+                        run_batch: Callable[[int, list[int]], tuple[Any, Any]]) -> Generation:
+    """``n`` rows in fixed-size batches of ``batch``: ``run_batch(i, rows)`` makes batch ``i``
+    (``rows``: the prompt indices, the last one repeated as padding) and returns its tokens and
+    audio; the padding rows are dropped. Why fixed sizes: every batch reuses one compiled program."""
+    from tqdm.auto import tqdm
+    tokens, audio = [], []
+    starts = range(0, n, batch)
+    for i, start in enumerate(tqdm(starts, desc="generating", unit="batch", disable=not progress)):
+        batch_tokens, batch_audio = run_batch(i, _pad_index(start, batch, n))
+        tokens.append(batch_tokens)
+        audio.append(batch_audio)
+    keep = [min(batch, n - s) for s in starts]
+    tokens_np = np.concatenate([np.asarray(t)[:k] for t, k in zip(tokens, keep)])
+    audio_np = np.concatenate([np.asarray(a)[:k] for a, k in zip(audio, keep)])
+    return Generation(audio_np.astype(np.float32), tokens_np.astype(np.int32), sample_rate)
 
 
 # -- the model -----------------------------------------------------------------------------------------
@@ -266,7 +284,6 @@ class MAGNeT:
     def _generate(self, descriptions: list[str | None], prompt_audio: np.ndarray | None, seed: int,
                   key: jax.Array | None, batch_size: int | None, progress: bool,
                   duration: float | None, params: Mapping[str, Any]) -> Generation:
-        from tqdm.auto import tqdm
         self._check_duration(duration)
         config = self.sampler_config(params)
         self._check_prompt(prompt_audio, config)
@@ -277,19 +294,14 @@ class MAGNeT:
                 key = seed_key(seed)
             except ValueError as err:
                 raise PipelineError(str(err)) from None
-        tokens, audio = [], []
-        starts = range(0, n, batch)
-        for start in tqdm(starts, desc="generating", unit="batch", disable=not progress):
-            rows = _pad_index(start, batch, n)
+
+        def run_batch(_: int, rows: list[int]) -> tuple[jax.Array, jax.Array]:
             prompt = None if prompt_audio is None else self._encode_prompt(prompt_audio[rows])
             keys = jnp.stack([prompt_key(key, r) for r in rows])       # padding rows repeat the last
             codes = self.generate_tokens(keys, [descriptions[r] for r in rows], prompt, config)
-            tokens.append(codes)
-            audio.append(self.codec.decode(codes))
-        keep = [min(batch, n - s) for s in starts]
-        tokens_np = np.concatenate([np.asarray(t)[:k] for t, k in zip(tokens, keep)])
-        audio_np = np.concatenate([np.asarray(a)[:k] for a, k in zip(audio, keep)])
-        return Generation(audio_np.astype(np.float32), tokens_np.astype(np.int32), self.sample_rate)
+            return codes, self.codec.decode(codes)
+
+        return generate_in_batches(n, batch, progress, self.sample_rate, run_batch)
 
     def _batch_size(self, batch_size: int | None, n: int) -> int:
         """Rows per compiled call: all prompts at once by default (as the reference), rounded up

@@ -2,7 +2,7 @@
 
     from magnet_jax.models.melody import MeLoDy
     pipe = MeLoDy(semantic_lm, dpd, vae_codec)                     # built or trained components
-    out = pipe.generate(jax.random.key(0), duration=2.0, cond=cond)   # audio [B, C, N]
+    out = pipe.generate_window(jax.random.key(0), duration=2.0, cond=cond)   # audio [B, C, N]
     out = pipe.generate_long(jax.random.key(0), duration=2.0, extra_chunks=3, cond=cond)
 
 Stages (Fig. 1 of the paper): the semantic LM (``magnet_jax.melody.semantic_lm``: MusicGen's LM
@@ -15,7 +15,9 @@ chunks as a clean prefix (kept bit-exact), so audio grows one chunk at a time.
 
 Components are passed in (no released MeLoDy weights exist); ``cond`` is the semantic LM's
 projected text condition [B, S, dim] (e.g. from ``magnet_jax.text``), or None. With a
-``conditioner`` (MiniLM or T5 + the trained projection), ``generate_text`` takes captions.
+``conditioner`` (MiniLM or T5 + the trained projection), ``generate`` takes captions as MAGNeT's
+and MusicGen's do (seed, batch_size, duration), so the CLI and ``magnet-jax eval``
+treat the three families alike.
 
 A MeLoDy model folder is the converted layout of the other families (``magnet.json`` with
 ``kind: melody``, ``integrity.json`` over every file): ``lm/`` the semantic LM, ``codec/`` the
@@ -30,6 +32,7 @@ import dataclasses
 import math
 import os
 from pathlib import Path
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +46,7 @@ from magnet_jax.melody.dpd import DPD, DPDConfig
 from magnet_jax.melody.sampler import DiffusionSampler, DiffusionSamplerConfig
 from magnet_jax.melody.semantic_lm import generate_semantic_tokens
 from magnet_jax.models.errors import PipelineError
-from magnet_jax.models.magnet import Generation
+from magnet_jax.models.magnet import Generation, _descriptions, generate_in_batches
 from magnet_jax.seeds import seed_key
 from magnet_jax.text import Conditioner
 from magnet_jax.text.conditioner import TextSettings
@@ -53,7 +56,7 @@ class MeLoDy:
     """The three MeLoDy stages behind one ``generate``; ``latent_scale`` multiplies the DPD's
     output before the VAE decoder (the VAE latents' std, if the DPD was trained on latents / std).
 
-    ``conditioner`` + ``text_settings``: the text path of ``generate_text`` (None: unconditional);
+    ``conditioner`` + ``text_settings``: the text path of ``generate`` (None: unconditional);
     ``diffusion`` / ``semantic_sampling``: the sampler defaults; ``window_seconds``: the window
     the DPD was trained on (default: the semantic LM's segment)."""
 
@@ -87,6 +90,7 @@ class MeLoDy:
         self.lm_sampler = MusicGenSampler(semantic_lm)
         self.diffusion = DiffusionSampler(dpd)
         self._decode = jax.jit(lambda z: codec.decode_vae(z))
+        self._reconstruct = jax.jit(lambda wav: codec.decode_vae(codec.encode_moments(wav)[0]))
 
     @property
     def window_multiple(self) -> int:
@@ -107,9 +111,9 @@ class MeLoDy:
         return generate_semantic_tokens(self.lm_sampler, key, frames=self.semantic_frames(duration), cond=cond,
                                         num_samples=None if cond is not None else num_samples, config=config)
 
-    def generate(self, key: jax.Array, *, duration: float, cond: jax.Array | None = None, num_samples: int = 1,
-                 semantic_config: ARSamplerConfig = ARSamplerConfig(),
-                 diffusion_config: DiffusionSamplerConfig = DiffusionSamplerConfig()) -> dict:
+    def generate_window(self, key: jax.Array, *, duration: float, cond: jax.Array | None = None,
+                        num_samples: int = 1, semantic_config: ARSamplerConfig = ARSamplerConfig(),
+                        diffusion_config: DiffusionSamplerConfig = DiffusionSamplerConfig()) -> dict:
         """{'audio' [B, C, N], 'semantic' [B, Ts], 'latents' [B, T, latent_dim]} for one window."""
         k_lm, k_dif = jax.random.split(key)
         tokens = self._semantic(k_lm, duration, cond, num_samples, semantic_config)
@@ -159,39 +163,64 @@ class MeLoDy:
     def sample_rate(self) -> int:
         return self.codec.cfg.sample_rate
 
-    def generate_text(self, captions: list[str], *, seed: int = 0, duration: float | None = None,
-                      diffusion_steps: int | None = None, diffusion_cfg: float | None = None,
-                      **semantic: float | int | bool) -> Generation:
+    def reconstruct(self, wav: np.ndarray | jax.Array) -> np.ndarray:
+        """Audio [B, C, N] through the VAE-GAN (posterior mean, decoded): the best the DPD can
+        render, which ``magnet-jax eval`` reports as the codec ceiling."""
+        return np.asarray(self._reconstruct(jnp.asarray(wav, jnp.float32)))
+
+    def generate(self, descriptions: Sequence[str | None] | str, *, seed: int = 0, key: jax.Array | None = None,
+                 batch_size: int | None = None, progress: bool = False, duration: float | None = None,
+                 diffusion_steps: int | None = None, diffusion_cfg: float | None = None,
+                 **semantic: float | int | bool) -> Generation:
         """One clip per caption ("" or None: the null condition, needs no conditioner) of
         ``duration`` seconds (default ``window_seconds``; longer ones by multi-chunk
-        continuation). ``semantic``: the semantic LM's ``ARSamplerConfig`` fields (temperature,
-        top_k, top_p, cfg_coef, use_sampling). Returns audio [B, C, N] and the semantic tokens."""
-        if not captions:
+        continuation), as MAGNeT's and MusicGen's ``generate``: fixed-size batches of
+        ``batch_size`` (default: all at once), batch ``i`` drawn with ``fold_in(key, i)``.
+        ``semantic``: the semantic LM's ``ARSamplerConfig`` fields (temperature, top_k, top_p,
+        cfg_coef, use_sampling). Returns audio [B, C, N] and the semantic tokens [B, 1, Ts]."""
+        texts = [d or None for d in _descriptions(descriptions)]
+        if not texts:
             raise PipelineError("no captions given")
-        texts = [c or None for c in captions]
         if self.conditioner is None and any(texts):
             raise PipelineError("this MeLoDy has no text conditioning (its semantic LM has no cross-attention): "
                                 "generate with empty prompts (--unconditional N)")
         diffusion = dataclasses.replace(self.diffusion_config, **{k: v for k, v in
                                         (("num_steps", diffusion_steps), ("cfg_scale", diffusion_cfg)) if v is not None})
-        config = dataclasses.replace(self.semantic_config, **semantic)
-        diffusion.validate()
-        config.validate()
-        cond = None if self.conditioner is None else self.conditioner.encode(texts).cond
-        key = seed_key(seed)
+        try:
+            config = dataclasses.replace(self.semantic_config, **semantic)
+            diffusion.validate()
+            config.validate()
+            key = seed_key(seed) if key is None else key
+        except (TypeError, ValueError) as err:
+            raise PipelineError(str(err)) from None
         duration = self.window_seconds if duration is None else float(duration)
-        if not duration > 0:
-            raise PipelineError(f"duration must be positive, got {duration}")
+        if not (math.isfinite(duration) and duration > 0):
+            raise PipelineError(f"duration must be a positive number of seconds, got {duration}")
+        n = len(texts)
+        batch = min(int(batch_size or n), n)
+        if batch < 1:
+            raise PipelineError(f"batch_size={batch_size}: must be >= 1")
+        samples = int(round(duration * self.sample_rate))
+
+        def run_batch(i: int, rows: list[int]) -> tuple[jax.Array, jax.Array]:
+            rows_text = [texts[r] for r in rows]
+            cond = None if self.conditioner is None else self.conditioner.encode(rows_text).cond
+            out = self._clip(jax.random.fold_in(key, i), duration, cond, len(rows), config, diffusion)
+            return out["semantic"][:, None], out["audio"][..., :samples]
+
+        return generate_in_batches(n, batch, progress, self.sample_rate, run_batch)
+
+    def _clip(self, key: jax.Array, duration: float, cond: jax.Array | None, num_samples: int,
+              config: ARSamplerConfig, diffusion: DiffusionSamplerConfig) -> dict:
+        """One batch of ``duration`` seconds: one window, then as many extra chunks as it needs."""
         window = min(duration, self.window_seconds)
-        chunk_s = self.latent_frames(window) // self.dpd_cfg.num_chunks / self.codec.frame_rate
-        extra = max(0, math.ceil((duration - self.latent_frames(window) / self.codec.frame_rate) / chunk_s - 1e-9))
-        kwargs = dict(cond=cond, num_samples=len(texts), semantic_config=config, diffusion_config=diffusion)
+        window_frames = self.latent_frames(window)
+        chunk_s = window_frames // self.dpd_cfg.num_chunks / self.codec.frame_rate
+        extra = max(0, math.ceil((duration - window_frames / self.codec.frame_rate) / chunk_s - 1e-9))
+        kwargs = dict(cond=cond, num_samples=num_samples, semantic_config=config, diffusion_config=diffusion)
         if extra:
-            out = self.generate_long(key, duration=window, extra_chunks=extra, **kwargs)
-        else:
-            out = self.generate(key, duration=window, **kwargs)
-        n = int(round(duration * self.sample_rate))
-        return Generation(np.asarray(out["audio"][..., :n], np.float32), np.asarray(out["semantic"]), self.sample_rate)
+            return self.generate_long(key, duration=window, extra_chunks=extra, **kwargs)
+        return self.generate_window(key, duration=window, **kwargs)
 
     # -- the model folder ------------------------------------------------------------------------
     def save(self, folder: str | os.PathLike, *, source: str = "", text_encoder: str | None = None) -> Path:

@@ -38,7 +38,7 @@ from magnet_jax.models.conversion import _check_compatible, codec_streams, conve
 from magnet_jax.models.errors import PipelineError
 from magnet_jax.models.loading import (_load_conditioner, _load_lm, _read_meta, auto_mesh, load_converted_codec,
                                        verify_model_folder)
-from magnet_jax.models.magnet import Generation, _descriptions, _pad_index
+from magnet_jax.models.magnet import Generation, _descriptions, generate_in_batches
 from magnet_jax.seeds import seed_key
 from magnet_jax.text import Conditioner
 
@@ -192,7 +192,6 @@ class MusicGen:
     def _generate(self, descriptions: list[str | None], prompt_audio: np.ndarray | None, seed: int,
                   key: jax.Array | None, batch_size: int | None, progress: bool, duration: float | None,
                   params: Mapping[str, Any]) -> Generation:
-        from tqdm.auto import tqdm
         params = dict(params)
         extend_stride = float(params.pop("extend_stride", self.extend_stride))
         duration = self.duration if duration is None else float(duration)
@@ -207,19 +206,14 @@ class MusicGen:
         batch = min(int(batch_size or n), n)
         if batch < 1:
             raise PipelineError(f"batch_size={batch_size}: must be >= 1")
-        tokens, audio = [], []
-        starts = range(0, n, batch)
-        for i, start in enumerate(tqdm(starts, desc="generating", unit="batch", disable=not progress)):
-            rows = _pad_index(start, batch, n)
+
+        def run_batch(i: int, rows: list[int]) -> tuple[jax.Array, np.ndarray]:
             prompt = None if prompt_audio is None else self.encode(prompt_audio[rows])
             codes = self.generate_tokens(jax.random.fold_in(key, i), [descriptions[r] for r in rows], prompt,
                                          config, duration, extend_stride)
-            tokens.append(codes)
-            audio.append(self.decode(codes))
-        keep = [min(batch, n - s) for s in starts]
-        tokens_np = np.concatenate([np.asarray(t)[:k] for t, k in zip(tokens, keep)])
-        audio_np = np.concatenate([np.asarray(a)[:k] for a, k in zip(audio, keep)])
-        return Generation(audio_np.astype(np.float32), tokens_np.astype(np.int32), self.sample_rate)
+            return codes, self.decode(codes)
+
+        return generate_in_batches(n, batch, progress, self.sample_rate, run_batch)
 
     def conditions(self, descriptions: Sequence[str | None]) -> jax.Array | None:
         """The projected text condition [B, S, D], tokenized with the null texts (the reference's
