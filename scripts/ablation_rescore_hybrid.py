@@ -28,21 +28,14 @@ quiet, or the other way round).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from magnet_jax.eval import report as R          # noqa: E402
-from magnet_jax.eval import summary as S          # noqa: E402
-
-ATTRIBUTES = ("instrument", "key", "mode", "tempo", "tempo_octave", "pattern", "drums")
+from magnet_jax.eval import comparison as C      # noqa: E402
 
 
 class Variant:
@@ -82,112 +75,6 @@ def variants(magnet, musicgen, weights: list[float], prefixes: list[float]) -> d
     return out
 
 
-def evaluate_all(models: dict[str, Variant], prompts, out: Path, seeds: list[int], batch_size: int) -> dict:
-    """Every variant x seed through ``evaluate`` (skipped where its report.json exists: a killed run
-    resumes), then each variant's seeds pooled."""
-    from magnet_jax.eval.runner import evaluate
-    pooled, reference = {}, {}         # the real clips' analyses, once per seed for all variants
-    for name, model in models.items():
-        folders = []
-        for seed in seeds:
-            folder = out / name / f"seed{seed}"
-            if not (folder / "report.json").exists():
-                print(f"[ablation] {name} seed {seed}", flush=True)
-                evaluate(model, prompts, folder, seed=seed, batch_size=batch_size, prompts_file="heldout",
-                         reference_cache=reference)
-            folders.append(folder)
-        summary = S.summarise(folders)
-        S.write(summary, out / name / "pooled")
-        pooled[name] = summary
-    return pooled
-
-
-def latencies(models: dict[str, Variant], captions: list[str], rounds: int, out: Path) -> dict[str, float]:
-    """Seconds per compiled batch of ``captions`` per variant: the fastest of ``rounds`` interleaved
-    rounds (one warm-up call first, so no compilation is timed); ``rounds`` 0: the ones already in
-    ``out/ablation.json``."""
-    if rounds == 0:
-        return kept_latencies(out / "ablation.json", list(models))
-    best = {name: float("inf") for name in models}
-    for r in range(rounds + 1):
-        for name, model in models.items():
-            t0 = time.perf_counter()
-            model.generate(captions, seed=0, batch_size=len(captions))
-            if r:                                       # round 0 warms up
-                best[name] = min(best[name], time.perf_counter() - t0)
-    return best
-
-
-def kept_latencies(path: Path, names: list[str]) -> dict[str, float]:
-    """The latency of every variant in ``names`` from an earlier ``ablation.json``."""
-    if not path.is_file():
-        raise SystemExit(f"--latency-rounds 0 keeps earlier latencies, but {path} does not exist: "
-                         f"run with --latency-rounds 1 or more once")
-    rows = json.loads(path.read_text())["variants"]
-    missing = [n for n in names if n not in rows]
-    if missing:
-        raise SystemExit(f"{path} has no latency for {', '.join(missing)}: run with --latency-rounds 1 or more")
-    return {n: rows[n]["latency_s"] for n in names}
-
-
-def table(pooled: dict[str, dict], latency: dict[str, float]) -> dict[str, Any]:
-    rows = {}
-    for name, summary in pooled.items():
-        acc = summary["accuracy"]
-        rows[name] = {
-            "accuracy": {a: {k: acc[a][k] for k in ("generated", "chance", "p_value", "n")} for a in ATTRIBUTES},
-            "above_chance": [a for a in ATTRIBUTES if acc[a]["p_value"] is not None
-                             and acc[a]["p_value"] < R.ABOVE_CHANCE_P],
-            "music_likeness": summary["music_likeness"],
-            "latency_s": latency[name], "latency_vs_magnet": latency[name] / latency["magnet"],
-            "num_generations": summary["num_generations"]}
-    return rows
-
-
-def markdown(rows: dict[str, dict], meta: dict) -> str:
-    head = ("| variant | " + " | ".join(ATTRIBUTES) + " | beat steadiness (real) | latency / batch | vs MAGNeT |")
-    lines = [f"Held-out prompts x seeds {meta['seeds']} ({meta['num_generations']} generations per variant); "
-             f"accuracy % (permutation p-value; * = above chance at p < {R.ABOVE_CHANCE_P}); latency of one batch "
-             f"of {meta['batch_size']} on {meta['cpu']}.", "", head, "|" + "---|" * (len(ATTRIBUTES) + 4)]
-    for name, row in rows.items():
-        cells = []
-        for a in ATTRIBUTES:
-            r = row["accuracy"][a]
-            star = "*" if a in row["above_chance"] else ""
-            cells.append("–" if r["generated"] is None else f"{100 * r['generated']:.0f}{star} ({r['p_value']:.2g})")
-        beat = row["music_likeness"].get("beat_steadiness", {})
-        beat_cell = (f"{beat['generated']['mean']:.2f} ({beat['real']['mean']:.2f})" if beat else "–")
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {beat_cell} | {row['latency_s']:.2f} s | "
-                     f"{row['latency_vs_magnet']:.2f}x |")
-    return "\n".join(lines) + "\n"
-
-
-def plot(rows: dict[str, dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (ax, lat) = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [3, 1]})
-    x = np.arange(len(ATTRIBUTES))
-    width = 0.8 / len(rows)
-    for i, (name, row) in enumerate(rows.items()):
-        values = [np.nan if row["accuracy"][a]["generated"] is None else 100 * row["accuracy"][a]["generated"]
-                  for a in ATTRIBUTES]
-        ax.bar(x + (i - (len(rows) - 1) / 2) * width, values, width, label=name)
-    chance = [100 * np.mean([r["accuracy"][a]["chance"] or 0 for r in rows.values()]) for a in ATTRIBUTES]
-    ax.scatter(x, chance, marker="_", s=400, color="black", label="chance (mean)", zorder=3)
-    ax.set_xticks(x, ATTRIBUTES, rotation=20, ha="right")
-    ax.set_ylabel("accuracy on held-out prompts (%)")
-    ax.legend(fontsize=7, ncol=2)
-    names = list(rows)
-    lat.barh(names, [rows[n]["latency_vs_magnet"] for n in names], color="tab:gray")
-    lat.set_xlabel("latency / plain MAGNeT")
-    lat.invert_yaxis()
-    fig.suptitle("rescoring and Hybrid-MAGNeT on the synthetic corpus (seeds pooled)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
@@ -200,19 +87,15 @@ def ablation(magnet, musicgen, out: Path, *, prompts, seeds: list[int], batch_si
     from bench_latency import cpu_model
     out.mkdir(parents=True, exist_ok=True)
     models = variants(magnet, musicgen, list(weights), list(prefixes))
-    pooled = evaluate_all(models, prompts, out, seeds, batch_size)
-    latency = latencies(models, [q.caption for q in prompts[:batch_size]], latency_rounds, out)
-    rows = table(pooled, latency)
+    pooled = C.evaluate_all(models, prompts, out, seeds, batch_size)
+    latency = C.latencies(models, [q.caption for q in prompts[:batch_size]], latency_rounds, out / "ablation.json")
     meta = {"seeds": seeds, "batch_size": batch_size, "cpu": cpu_model(),
             "latency": "kept from the earlier ablation.json" if latency_rounds == 0 else
                        f"timed in this run, best of {latency_rounds} round(s)",
             "num_generations": pooled["magnet"]["num_generations"],
             "magnet": getattr(magnet, "name", ""), "musicgen": getattr(musicgen, "name", "")}
-    result = R.finite({"meta": meta, "variants": rows})
-    (out / "ablation.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "ablation.md").write_text(markdown(rows, meta))
-    plot(rows, out / "ablation.png")
-    return result
+    return C.write(C.table(pooled, latency), meta, out, "ablation",
+                   "rescoring and Hybrid-MAGNeT on the synthetic corpus (seeds pooled)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                       seeds=[int(s) for s in args.seeds.split(",")], batch_size=args.batch_size,
                       weights=_floats(args.rescore_weights), prefixes=_floats(args.hybrid_prefixes),
                       latency_rounds=args.latency_rounds)
-    print(markdown(result["variants"], result["meta"]))
+    print(C.markdown(result["variants"], result["meta"]))
     return 0
 
 

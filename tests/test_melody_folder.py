@@ -62,6 +62,11 @@ def test_a_saved_folder_loads_as_melody_and_generates_what_the_model_in_memory_d
     # the text reaches the clip: another caption, other semantic tokens or audio
     other = loaded.generate(["a quiet piano", "fast drums"], seed=4, top_k=0)
     assert not np.array_equal(other.audio[0], got.audio[0])
+    # fixed-size batches: the first batch of two is the call above; the padded second batch
+    # returns its one real row
+    batched = loaded.generate([*captions, "a quiet piano"], seed=4, top_k=0, batch_size=2)
+    assert batched.audio.shape == (3, 1, 160) and batched.tokens.shape == (3, 1, 4)
+    np.testing.assert_array_equal(batched.audio[:2], got.audio)
 
 
 def test_generate_cli_writes_the_clips_with_its_melody_flags_and_extends_past_the_window(saved, tmp_path):
@@ -73,6 +78,12 @@ def test_generate_cli_writes_the_clips_with_its_melody_flags_and_extends_past_th
     want = model.generate(["an organ arpeggio"], seed=2, duration=0.3, diffusion_steps=3, diffusion_cfg=1.5,
                                top_k=0)
     assert want.audio.shape == (1, 1, 300)          # 0.16 s window + chunks of 0.04 s, cut to 0.3 s
+    # by hand: 4 extra chunks (0.16 + 4 x 0.04 = 0.32 s >= 0.3 s), 8 semantic tokens at 25 Hz, 3 DPD
+    # steps for the window and for each chunk, one VAE decode
+    assert want.tokens.shape == (1, 1, 8)
+    assert model.forward_passes(0.3, diffusion_steps=3) == {"semantic_lm": 8, "dpd": 15, "vae_decoder": 1,
+                                                            "total": 24}
+    assert model.forward_passes() == {"semantic_lm": 4, "dpd": 2, "vae_decoder": 1, "total": 7}
     wav, rate = soundfile.read(out / "000_an_organ_arpeggio.wav", dtype="float32")
     assert rate == 1000
     np.testing.assert_allclose(wav, np.clip(want.audio[0, 0], -1, 1), atol=1.5 / 32767)
@@ -90,6 +101,16 @@ def test_flags_melody_does_not_have_are_refused_by_name(saved, tmp_path, capsys,
     _, folder = saved
     assert run(None, ["generate", "--model", str(folder), "--prompt", "x", "--out", str(tmp_path), *flags]) != 0
     assert message in capsys.readouterr().err
+
+
+def test_eval_refuses_a_sampler_flag_melody_does_not_have(saved, tmp_path, capsys):
+    """``magnet-jax eval --model MELODY_DIR`` (scored in tests/test_ablation_script.py) checks the
+    flags against the family as generate does, before anything is generated."""
+    _, folder = saved
+    assert run(None, ["eval", "--model", str(folder), "--out", str(tmp_path / "eval"), "--num-prompts", "1",
+                      "--decoding-steps", "4,2,2,2"]) != 0
+    assert "--decoding-steps: not a MeLoDy setting" in capsys.readouterr().err
+    assert not (tmp_path / "eval" / "report.json").exists()
 
 
 def test_an_unconditional_melody_refuses_a_caption_and_generates_without_one(tmp_path):

@@ -10,7 +10,6 @@ import json
 import jax
 import numpy as np
 import pytest
-import soundfile
 from flax import nnx
 
 from magnet_jax.cli import run
@@ -147,20 +146,6 @@ def test_three_trained_parts_export_as_one_model_that_generates_from_text(parts,
     assert run(None, ["generate", "--model", str(out), "--prompt", "a marimba melody", "--out", str(wavs),
                       "--diffusion-steps", "2"]) == 0
     assert (wavs / "000_a_marimba_melody.wav").is_file()
-    # magnet-jax eval scores it as it scores MAGNeT: its WAVs are what generate makes (two fixed-size
-    # batches, the second one padded), 0.64 s = the 0.32 s window + multi-chunk continuation
-    report_dir = tmp_path / "eval"
-    assert run(None, ["eval", "--model", str(out), "--out", str(report_dir), "--num-prompts", "3", "--batch-size", "2",
-                      "--duration", "0.64", "--diffusion-steps", "2", "--seed", "1"]) == 0
-    report = json.loads((report_dir / "report.json").read_text())
-    assert report["num_prompts"] == 3 and report["sampler"] == {"diffusion_steps": 2, "duration": 0.64}
-    assert set(report["accuracy"]) >= {"instrument", "tempo"} and report["frechet"]["codec_latents"]["distance"] > 0
-    captions = [p["caption"] for p in report["prompts"]]
-    want = model.generate(captions, seed=1, batch_size=2, duration=0.64, diffusion_steps=2)
-    assert want.audio.shape == (3, 1, round(0.64 * model.sample_rate))
-    for row, clip in zip(report["prompts"], want.audio):
-        wav, _ = soundfile.read(report_dir / row["wav"], dtype="float32")
-        np.testing.assert_allclose(wav, np.clip(clip[0], -1, 1), atol=1.5 / 32767)
     # an LM of another family is refused by name
     capsys.readouterr()
     assert run(None, ["export-melody", "--vae", str(parts["vae"]), "--semantic-lm-workdir", str(dpd_run),

@@ -81,3 +81,26 @@ def musicgen_folder(out: Path, cfg: MusicGenConfig = MUSICGEN_CFG, seed: int = 1
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def melody_folder(out: Path, seed: int = 2) -> Path:
+    """A tiny random MeLoDy folder at the shipped codec's rate (16 kHz, 50 Hz latents): a VAE-GAN
+    with a 4-wide latent, a 16-wide DPD (segments of 5 frames, 4 chunks: 0.4-s windows), a one-
+    codebook semantic LM over 32 tokens at 25 Hz with cross-attention, MiniLM + a random projection."""
+    from magnet_jax.codec import Encodec, codec_config
+    from magnet_jax.melody.dpd import DPD, DPDConfig
+    from magnet_jax.melody.sampler import DiffusionSamplerConfig
+    from magnet_jax.melody.semantic_lm import semantic_lm, semantic_lm_config
+    from magnet_jax.models.melody import MeLoDy
+    from magnet_jax.text import Conditioner
+    from magnet_jax.text.conditioner import TextSettings
+    codec = Encodec(codec_config("encodec_16khz", n_filters=2, dimension=8, ratios=(8, 5, 4, 2), lstm=0,
+                                 bottleneck="vae", latent_dim=4), rngs=nnx.Rngs(seed))
+    dpd = DPD(DPDConfig(latent_dim=4, dim=16, num_heads=2, ffn_dim=32, num_blocks=1, segment_length=5,
+                        semantic_vocab=32, num_chunks=4), rngs=nnx.Rngs(seed + 1))
+    lm = semantic_lm(semantic_lm_config(32, frame_rate=25, segment_duration=0.4, dim=16, num_heads=2, num_layers=1,
+                                        ffn_dim=32, cross_attention=True), rngs=nnx.Rngs(seed + 2))
+    model = MeLoDy(lm, dpd, codec, conditioner=Conditioner.minilm(16, seed=seed + 3),
+                   text_settings=TextSettings(**{**TEXT, "encoder": "minilm"}),
+                   diffusion=DiffusionSamplerConfig(num_steps=2, cfg_scale=2.5), window_seconds=0.4)
+    return model.save(out, source="tiny random melody (tests)")

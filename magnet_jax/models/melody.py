@@ -210,13 +210,30 @@ class MeLoDy:
 
         return generate_in_batches(n, batch, progress, self.sample_rate, run_batch)
 
-    def _clip(self, key: jax.Array, duration: float, cond: jax.Array | None, num_samples: int,
-              config: ARSamplerConfig, diffusion: DiffusionSamplerConfig) -> dict:
-        """One batch of ``duration`` seconds: one window, then as many extra chunks as it needs."""
+    def _windows(self, duration: float) -> tuple[float, int]:
+        """(seconds of the first window, extra chunks after it) of a ``duration``-second clip."""
         window = min(duration, self.window_seconds)
         window_frames = self.latent_frames(window)
         chunk_s = window_frames // self.dpd_cfg.num_chunks / self.codec.frame_rate
         extra = max(0, math.ceil((duration - window_frames / self.codec.frame_rate) / chunk_s - 1e-9))
+        return window, extra
+
+    def forward_passes(self, duration: float | None = None, diffusion_steps: int | None = None) -> dict[str, int]:
+        """Network forward passes of one batch of ``duration``-second clips (CFG's conditional and
+        null rows share a pass): one semantic LM pass per token, ``diffusion_steps`` DPD passes per
+        window and per extra chunk, one VAE decode; the paper's cost measure."""
+        duration = self.window_seconds if duration is None else float(duration)
+        window, extra = self._windows(duration)
+        steps = self.diffusion_config.num_steps if diffusion_steps is None else int(diffusion_steps)
+        frames = self.latent_frames(window)
+        total_s = (frames + extra * (frames // self.dpd_cfg.num_chunks)) / self.codec.frame_rate if extra else window
+        passes = {"semantic_lm": self.semantic_frames(total_s), "dpd": steps * (1 + extra), "vae_decoder": 1}
+        return {**passes, "total": sum(passes.values())}
+
+    def _clip(self, key: jax.Array, duration: float, cond: jax.Array | None, num_samples: int,
+              config: ARSamplerConfig, diffusion: DiffusionSamplerConfig) -> dict:
+        """One batch of ``duration`` seconds: one window, then as many extra chunks as it needs."""
+        window, extra = self._windows(duration)
         kwargs = dict(cond=cond, num_samples=num_samples, semantic_config=config, diffusion_config=diffusion)
         if extra:
             return self.generate_long(key, duration=window, extra_chunks=extra, **kwargs)
