@@ -100,13 +100,8 @@ def ablation(magnet, musicgen, out: Path, *, prompts, seeds: list[int], batch_si
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--magnet", default=str(ROOT / "magnet_jax" / "assets" / "default_model"))
+    C.add_args(p)
     p.add_argument("--musicgen", required=True, help="the exported MusicGen folder (configs/ablation_musicgen.py)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--num-prompts", type=int, default=None, help="the first N held-out prompts only")
-    p.add_argument("--latency-rounds", type=int, default=2)
     p.add_argument("--rescore-weights", default="0.3,0.7", help="w of each rescoring variant")
     p.add_argument("--hybrid-prefixes", default="1,2", help="seconds of each Hybrid-MAGNeT variant's AR prefix")
     args = p.parse_args(argv)
@@ -114,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     from magnet_jax.models import MAGNeT, MusicGen
     magnet, musicgen = MAGNeT.from_pretrained(args.magnet), MusicGen.from_pretrained(args.musicgen)
     result = ablation(magnet, musicgen, Path(args.out), prompts=heldout_prompts()[:args.num_prompts],
-                      seeds=[int(s) for s in args.seeds.split(",")], batch_size=args.batch_size,
+                      seeds=args.seeds, batch_size=args.batch_size,
                       weights=_floats(args.rescore_weights), prefixes=_floats(args.hybrid_prefixes),
                       latency_rounds=args.latency_rounds)
     print(C.markdown(result["variants"], result["meta"]))

@@ -69,19 +69,14 @@ def compare(magnet, melody, out: Path, *, prompts, seeds: list[int], batch_size:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--magnet", default=str(ROOT / "magnet_jax" / "assets" / "default_model"))
+    C.add_args(p)
     p.add_argument("--melody", required=True, help="a MeLoDy model folder (magnet-jax export-melody)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--num-prompts", type=int, default=None, help="the first N held-out prompts only")
     p.add_argument("--diffusion-steps", type=int, default=None, help="default: the MeLoDy folder's")
-    p.add_argument("--latency-rounds", type=int, default=2)
     args = p.parse_args(argv)
     from magnet_jax.eval.prompts import heldout_prompts
     from magnet_jax.models import MAGNeT, load_model
     result = compare(MAGNeT.from_pretrained(args.magnet), load_model(args.melody), Path(args.out),
-                     prompts=heldout_prompts()[:args.num_prompts], seeds=[int(s) for s in args.seeds.split(",")],
+                     prompts=heldout_prompts()[:args.num_prompts], seeds=args.seeds,
                      batch_size=args.batch_size, diffusion_steps=args.diffusion_steps,
                      latency_rounds=args.latency_rounds)
     print(C.markdown(result["variants"], result["meta"]))

@@ -15,6 +15,7 @@ The first model is the baseline the latencies are relative to.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -158,3 +159,15 @@ def write(rows: Mapping[str, dict], meta: Mapping[str, Any], out: Path, name: st
     (out / f"{name}.md").write_text(markdown(rows, meta))
     plot(rows, out / f"{name}.png", title)
     return result
+
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    """The flags every comparison script has: the baseline MAGNeT, the output folder, the seeds,
+    the batch size, a prompt subset and the latency rounds."""
+    from magnet_jax.models.sources import DEFAULT_MODEL_DIR
+    p.add_argument("--magnet", default=str(DEFAULT_MODEL_DIR), help="the MAGNeT (default: the shipped one)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seeds", default="0,1,2", type=lambda text: [int(s) for s in text.split(",")])
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--num-prompts", type=int, default=None, help="the first N held-out prompts only")
+    p.add_argument("--latency-rounds", type=int, default=2, help="0: keep the latencies of the earlier table")
