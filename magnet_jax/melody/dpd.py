@@ -6,7 +6,10 @@ into K = T / S segments of S frames; every block runs a transformer layer *withi
 [B*S, K] sequence). Each path is short (S or K instead of T), so attention costs O(T (S + K))
 instead of O(T^2), while two hops connect any two frames.
 
-Conditioning (what this implementation does; the paper fuses the semantic tokens into every block):
+Conditioning (what this implementation does). The paper's abstract says the DPD incorporates the
+semantic information "into segments of latents effectively via cross-attention at each denoising
+step"; here the tokens are aligned to the latent frames and added instead (a known difference:
+cheaper, and on the tiny models trained here the alignment need not be learned):
 - semantic tokens [B, L] (from the semantic LM) are embedded and aligned to the latent rate by
   nearest-index upsampling (frame t takes token floor(t * L / T));
 - the noise angle delta is per frame (multi-chunk training gives chunks different angles), embedded
