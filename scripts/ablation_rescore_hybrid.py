@@ -94,7 +94,8 @@ def ablation(magnet, musicgen, out: Path, *, prompts, seeds: list[int], batch_si
                        f"timed in this run, best of {latency_rounds} round(s)",
             "num_generations": pooled["magnet"]["num_generations"],
             "magnet": getattr(magnet, "name", ""), "musicgen": getattr(musicgen, "name", "")}
-    return C.write(C.table(pooled, latency), meta, out, "ablation",
+    rows = C.table(pooled, latency, paired=C.vs_baseline(out, list(models), seeds))
+    return C.write(rows, meta, out, "ablation",
                    "rescoring and Hybrid-MAGNeT on the synthetic corpus (seeds pooled)")
 
 

@@ -57,7 +57,7 @@ def compare(magnet, melody, out: Path, *, prompts, seeds: list[int], batch_size:
     latency = C.latencies(models, [q.caption for q in prompts[:batch_size]], latency_rounds, out / "comparison.json")
     passes = {"magnet": magnet_forward_passes(magnet), "melody": melody.forward_passes(seconds, diffusion_steps)}
     rows = C.table(pooled, latency, {n: {"forward_passes": p["total"], "forward_passes_by_part": p}
-                                     for n, p in passes.items()})
+                                     for n, p in passes.items()}, paired=C.vs_baseline(out, list(models), seeds))
     meta = {"seeds": seeds, "batch_size": batch_size, "cpu": cpu_model(), "clip_s": seconds,
             "latency": "kept from the earlier comparison.json" if latency_rounds == 0 else
                        f"timed in this run, best of {latency_rounds} round(s)",

@@ -93,6 +93,21 @@ def _report(folder, seed: int, rows: list[tuple[dict, A.Analysis, A.Analysis]]) 
                                                     "accuracy": acc}))
 
 
+def test_paired_sign_test_is_the_exact_binomial_tail_of_the_discordant_pairs():
+    # by hand: 1 pair only the baseline gets right, 4 only the other, 1 both right, 1 unstated:
+    # P(X >= 4 | n = 5, 1/2) = (5 + 1) / 32, P(X >= 1) = 31 / 32, two-sided 2 x 6 / 32
+    base = [True, False, False, False, False, True, None]
+    other = [False, True, True, True, True, True, True]
+    got = S.paired_sign_test(base, other)
+    assert got == {"pairs": 6, "only_baseline": 1, "only_other": 4, "p_better": 6 / 32, "p_worse": 31 / 32,
+                   "p_two_sided": 12 / 32}
+    assert S.paired_sign_test(other, base)["p_worse"] == 6 / 32
+    # no discordant pair: no evidence either way
+    assert S.paired_sign_test([True, False], [True, False])["p_two_sided"] == 1.0
+    with pytest.raises(ValueError, match="differ in length"):
+        S.paired_sign_test([True], [True, False])
+
+
 def test_eval_summary_cli_pools_reports(tmp_path, capsys):
     from magnet_jax.cli import run
     organ, sine = {"instrument": "organ", "drums": True}, {"instrument": "sine lead", "drums": False}

@@ -10,8 +10,8 @@ The first model is the baseline the latencies are relative to.
 
     pooled = evaluate_all(models, prompts, out, seeds=[0, 1, 2], batch_size=8)
     latency = latencies(models, captions, rounds=2, kept=out / "ablation.json")
-    rows = table(pooled, latency)
-    (out / "table.md").write_text(markdown(rows, meta)); plot(rows, out / "table.png", title)
+    rows = table(pooled, latency, paired=vs_baseline(out, list(models), seeds))
+    write(rows, meta, out, "table", title)          # table.json, table.md, table.png
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from magnet_jax.eval import report as R
 from magnet_jax.eval import summary as S
 
 ATTRIBUTES = ("instrument", "key", "mode", "tempo", "tempo_octave", "pattern", "drums")
+DIFFERENCE_P = 0.05            # the table's "vs baseline" column: paired two-sided p below this
 
 
 def evaluate_all(models: Mapping[str, Any], prompts: Sequence, out: Path, seeds: Sequence[int],
@@ -80,11 +81,30 @@ def kept_latencies(path: Path, names: list[str]) -> dict[str, float]:
     return {n: rows[n]["latency_s"] for n in names}
 
 
+def outcomes(folders: Sequence[Path]) -> dict[str, list[bool | None]]:
+    """Per attribute, whether each generation of these report folders (in order) follows its
+    prompt (None where the prompt does not state the attribute)."""
+    rows = [row for folder in folders
+            for row in json.loads((Path(folder) / "report.json").read_text())["prompts"]]
+    return {a: [row["generated_correct"].get(a) for row in rows] for a in ATTRIBUTES}
+
+
+def vs_baseline(out: Path, names: Sequence[str], seeds: Sequence[int]) -> dict[str, dict[str, dict]]:
+    """Each model against the first on the same prompts and seeds, per attribute: the paired
+    exact sign test (``significance.paired_sign_test``) of ``out/NAME/seedS`` reports."""
+    from magnet_jax.eval.significance import paired_sign_test
+    folders = {name: [out / name / f"seed{seed}" for seed in seeds] for name in names}
+    base = outcomes(folders[names[0]])
+    return {name: {a: paired_sign_test(base[a], got[a]) for a in ATTRIBUTES}
+            for name in names[1:] for got in [outcomes(folders[name])]}
+
+
 def table(pooled: Mapping[str, dict], latency: Mapping[str, float],
-          extra: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict]:
+          extra: Mapping[str, Mapping[str, Any]] | None = None,
+          paired: Mapping[str, Mapping[str, dict]] | None = None) -> dict[str, dict]:
     """One row per model: pooled accuracy, chance, p-value per attribute, the attributes above
     chance, music-likeness, latency and latency relative to the first model; ``extra``: more
-    fields per model (e.g. forward passes per clip)."""
+    fields per model (e.g. forward passes per clip); ``paired``: ``vs_baseline``'s tests."""
     baseline = next(iter(pooled))
     rows = {}
     for name, summary in pooled.items():
@@ -96,7 +116,17 @@ def table(pooled: Mapping[str, dict], latency: Mapping[str, float],
             "music_likeness": summary["music_likeness"],
             "latency_s": latency[name], "latency_vs_baseline": latency[name] / latency[baseline],
             "num_generations": summary["num_generations"], **dict((extra or {}).get(name, {}))}
+        if paired and name in paired:
+            rows[name]["vs_baseline"] = dict(paired[name])
     return rows
+
+
+def differences(row: Mapping[str, Any], level: float = DIFFERENCE_P) -> str:
+    """The attributes where a model is right more (+) or less (-) often than the baseline on the
+    same prompts, paired two-sided p below ``level``; "–" for none (and for the baseline)."""
+    cells = [f"{'+' if t['only_other'] > t['only_baseline'] else '-'}{a} ({t['p_two_sided']:.2g})"
+             for a, t in row.get("vs_baseline", {}).items() if t["p_two_sided"] < level]
+    return ", ".join(cells) or "–"
 
 
 def markdown(rows: Mapping[str, dict], meta: Mapping[str, Any]) -> str:
@@ -104,12 +134,14 @@ def markdown(rows: Mapping[str, dict], meta: Mapping[str, Any]) -> str:
     forward passes per clip when the rows have them, latency and latency relative to the first row."""
     baseline = next(iter(rows))
     passes = all("forward_passes" in row for row in rows.values())
-    head = ("| model | " + " | ".join(ATTRIBUTES) + " | beat steadiness (real) | "
+    head = ("| model | " + " | ".join(ATTRIBUTES) + f" | beat steadiness (real) | differs from {baseline} | "
             + ("forward passes / clip | " if passes else "") + f"latency / batch | vs {baseline} |")
     lines = [f"Held-out prompts x seeds {meta['seeds']} ({meta['num_generations']} generations per model); "
-             f"accuracy % (permutation p-value; * = above chance at p < {R.ABOVE_CHANCE_P}); latency of one batch "
-             f"of {meta['batch_size']} on {meta['cpu']}.", "", head,
-             "|" + "---|" * (len(ATTRIBUTES) + 4 + passes)]
+             f"accuracy % (permutation p-value; * = above chance at p < {R.ABOVE_CHANCE_P}); differs: the "
+             f"attributes followed more (+) or less (-) often than by {baseline} on the same prompts (paired "
+             f"sign test, two-sided p < {DIFFERENCE_P}); latency of one batch of {meta['batch_size']} on "
+             f"{meta['cpu']}.", "", head,
+             "|" + "---|" * (len(ATTRIBUTES) + 5 + passes)]
     for name, row in rows.items():
         cells = []
         for a in ATTRIBUTES:
@@ -118,6 +150,7 @@ def markdown(rows: Mapping[str, dict], meta: Mapping[str, Any]) -> str:
             cells.append("–" if r["generated"] is None else f"{100 * r['generated']:.0f}{star} ({r['p_value']:.2g})")
         beat = row["music_likeness"].get("beat_steadiness", {})
         cells.append(f"{beat['generated']['mean']:.2f} ({beat['real']['mean']:.2f})" if beat else "–")
+        cells.append(differences(row))
         if passes:
             cells.append(str(row["forward_passes"]))
         cells += [f"{row['latency_s']:.2f} s", f"{row['latency_vs_baseline']:.2f}x"]

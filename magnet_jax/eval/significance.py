@@ -93,3 +93,27 @@ def pooled_accuracy(runs: Sequence[Run], permutations: int = PERMUTATIONS, seed:
     from magnet_jax.eval.report import RULES
     return {row: permutation_test([match_matrix(attrs, an, row) for attrs, an in runs], permutations, seed)
             for row in RULES}
+
+
+def paired_sign_test(baseline: Sequence[bool | None], other: Sequence[bool | None]) -> dict[str, Any]:
+    """Is ``other`` right more (or less) often than ``baseline`` on the same generations' prompts?
+
+    Why this test: two models evaluated on the same prompts and seeds make paired outcomes, and
+    only the pairs where exactly one is right carry evidence (McNemar's exact form: under "no
+    difference" each such pair is a fair coin). Pairs where either side is None (the prompt does
+    not state the attribute) are left out. Returns the discordant counts and the exact binomial
+    p-values: ``p_better`` (one-sided, other right more often), ``p_worse`` and ``p_two_sided``."""
+    import math
+    if len(baseline) != len(other):
+        raise ValueError(f"paired outcomes differ in length: {len(baseline)} and {len(other)}")
+    pairs = [(a, b) for a, b in zip(baseline, other) if a is not None and b is not None]
+    only_baseline = sum(1 for a, b in pairs if a and not b)
+    only_other = sum(1 for a, b in pairs if b and not a)
+    n = only_baseline + only_other
+
+    def tail(k: int) -> float:                                     # P(X >= k), X ~ Binomial(n, 1/2)
+        return sum(math.comb(n, i) for i in range(k, n + 1)) / 2 ** n if n else 1.0
+
+    p_better, p_worse = tail(only_other), tail(only_baseline)
+    return {"pairs": len(pairs), "only_baseline": only_baseline, "only_other": only_other,
+            "p_better": p_better, "p_worse": p_worse, "p_two_sided": min(1.0, 2 * min(p_better, p_worse))}
