@@ -9,7 +9,10 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BUDGET_S = 100          # the script's own budget: benchmarks that would start past it are skipped
+# the script's own budget: benchmarks that would start past it are skipped. 100 s was enough for
+# a test process alone, not beside the other test worker and the script's own background `plan`
+# (the train benchmark then timed out at 80 s), so the smoke run gets 220 s
+BUDGET_S = 220
 
 
 def test_smoke_run_writes_every_figure_with_the_device_name(tmp_path):
