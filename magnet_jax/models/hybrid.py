@@ -32,7 +32,7 @@ import numpy as np
 from magnet_jax.lm.ar_sampler import ARSamplerConfig
 from magnet_jax.lm.sampler import SamplerConfig
 from magnet_jax.models.errors import PipelineError
-from magnet_jax.models.magnet import (MAGNeT, Generation, _descriptions, _pad_index, check_shared_codec,
+from magnet_jax.models.magnet import (MAGNeT, Generation, _descriptions, check_shared_codec, generate_in_batches,
                                       prompt_key)
 from magnet_jax.models.musicgen import MusicGen
 from magnet_jax.seeds import seed_key
@@ -73,7 +73,6 @@ class HybridMAGNeT:
         MAGNeT. ``params``: MAGNeT's sampler parameters (SamplerConfig fields); ``ar_params``:
         the AR model's (ARSamplerConfig fields; default: its own generation parameters);
         ``duration``: checked against MAGNeT's clip, as ``MAGNeT.generate`` checks it."""
-        from tqdm.auto import tqdm
         descriptions = _descriptions(descriptions)
         self.magnet._check_duration(duration)
         config = self.magnet.sampler_config(params)
@@ -85,15 +84,12 @@ class HybridMAGNeT:
         key = _base_key(seed, key)
         n = len(descriptions)
         batch = self.magnet._batch_size(batch_size, n)
-        tokens = []
-        for i, start in enumerate(tqdm(range(0, n, batch), desc="generating", unit="batch", disable=not progress)):
-            rows = _pad_index(start, batch, n)
-            texts = [descriptions[r] for r in rows]
-            tokens.append(self.generate_tokens(key, i, rows, texts, frames, config, ar_config))
-        keep = [min(batch, n - s) for s in range(0, n, batch)]
-        tokens_np = np.concatenate([np.asarray(t)[:k] for t, k in zip(tokens, keep)]).astype(np.int32)
-        audio = self.magnet.decode(tokens_np)
-        return Generation(audio.astype(np.float32), tokens_np, self.sample_rate)
+
+        def run_batch(i: int, rows: list[int]) -> tuple[jax.Array, np.ndarray]:
+            codes = self.generate_tokens(key, i, rows, [descriptions[r] for r in rows], frames, config, ar_config)
+            return codes, self.magnet.decode(codes)
+
+        return generate_in_batches(n, batch, progress, self.sample_rate, run_batch)
 
     def generate_tokens(self, key: jax.Array, batch_index: int, rows: Sequence[int],
                         descriptions: Sequence[str | None], frames: int, config: SamplerConfig,
