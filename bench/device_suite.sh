@@ -113,7 +113,7 @@ log "device: $DEVICE; results in $RAW"
 # ---------------------------------------------------------------- 2. the benchmarks
 # shapes: released sizes on an accelerator, tiny ones for --smoke
 if [ "$SMOKE" = 1 ]; then
-  SMALL=(64 4 2); MEDIUM=(96 4 3); TRAIN_BATCH=(1 1); SECONDS_=1; STEPS="2,1,1,1"; LAT_BATCHES="1 2"
+  SMALL=(64 4 2); MEDIUM=(96 4 3); TRAIN_BATCH=(1 1); SECONDS_=1; STEPS="2,1,1,1"; LAT_BATCHES="1"
 else
   SMALL=(1024 16 24); MEDIUM=(1536 24 48); TRAIN_BATCH=(8 4); SECONDS_=10; STEPS="20,10,10,10"; LAT_BATCHES="1 4 16"
 fi

@@ -142,7 +142,8 @@ def shell_env(tmp: Path) -> dict:
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)      # one CPU device, as a user has
+    # one CPU device, as a user has; the suite's fast-compiling XLA level (tests/conftest.py)
+    env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
     return env
 
 
