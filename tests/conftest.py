@@ -5,12 +5,7 @@
 - The files that take minutes are collected first: the test command runs two workers
   (``-n 2 --dist loadfile``, each file on one worker, handed out in collection order), and a long
   file that starts last keeps one worker busy while the other has nothing left to do.
-- XLA's CPU backend at optimisation level 0 (``--xla_backend_optimization_level=0``): compiling
-  dominates the suite's time (tiny shapes, a new program in most tests), and level 0 skips
-  LLVM's expensive passes. Measured on the 2-core machine: test_codec_train.py 182 -> 143 s,
-  test_melody_dpd.py + test_musicgen.py 254 -> 207 s. The same HLO runs, so results are those of
-  the default level within every test's tolerance, and parity with audiocraft is still checked
-  against its own output; benchmarks and users keep the default.
+- XLA's CPU backend at optimisation level 0 (tests/xla_flags.py says why and what it saves).
 - A persistent XLA compilation cache, fresh for each session: many tests build the same tiny
   model or train step again (a resumed run, the same codec in another test, a CLI subprocess),
   and a cache hit skips the recompilation that dominated their time. It starts empty, so a run
@@ -23,7 +18,10 @@ import shutil
 import sys
 import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
+sys.path.insert(0, os.path.dirname(__file__))
+from xla_flags import xla_flags  # noqa: E402  (imports no JAX)
+
+os.environ.setdefault("XLA_FLAGS", xla_flags(devices=8))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,7 +32,6 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
     os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
 
-sys.path.insert(0, os.path.dirname(__file__))
 import reference  # noqa: E402
 
 reference.install_stubs()

@@ -28,6 +28,8 @@ import textwrap
 import traceback
 from pathlib import Path
 
+from xla_flags import xla_flags
+
 ROOT = Path(__file__).resolve().parent.parent
 SHELL = {"bash", "sh", "shell", "console"}
 MARKER = re.compile(r"^<!--\s*docs-test:\s*(?P<kind>[\w-]+)\s*(?P<arg>.*?)\s*-->$")
@@ -142,8 +144,7 @@ def shell_env(tmp: Path) -> dict:
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "JAX_PLATFORMS": "cpu"}
-    # one CPU device, as a user has; the suite's fast-compiling XLA level (tests/conftest.py)
-    env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
+    env["XLA_FLAGS"] = xla_flags()      # one CPU device, as a user has; the suite's compile level
     return env
 
 

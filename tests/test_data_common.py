@@ -15,6 +15,7 @@ from data_pipelines.audio import AudioSettings
 from data_pipelines.encoder import CodecEncoder
 from data_pipelines.manifests import read_manifest
 from data_pipelines.tokenize import TokenizeOptions, tokenize
+from xla_flags import xla_flags
 
 REPO = Path(__file__).resolve().parents[1]
 # a small random-init 16 kHz EnCodec: the real architecture family, hop 320 (50 Hz), 4 x 2048
@@ -68,7 +69,7 @@ def cli_env(cache_dir: Path) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}"
     env["JAX_PLATFORMS"] = "cpu"
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
+    env["XLA_FLAGS"] = xla_flags(devices=8)
     env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"

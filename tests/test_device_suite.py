@@ -8,6 +8,8 @@ import os
 import subprocess
 from pathlib import Path
 
+from xla_flags import xla_flags
+
 REPO = Path(__file__).resolve().parents[1]
 # the script's own budget: benchmarks that would start past it are skipped. The smoke run has no
 # optional benchmark to fill it (latency at batch 1 is the sampler benchmark), so it ends when its
@@ -19,8 +21,7 @@ BUDGET_S = 600
 
 
 def test_smoke_run_writes_every_figure_with_the_device_name(tmp_path):
-    # one CPU device, as a GPU has one; the suite's fast-compiling XLA level (tests/conftest.py)
-    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags()}      # one CPU device, as a GPU has one
     proc = subprocess.run(["bash", "bench/device_suite.sh", "--smoke", "--out", str(tmp_path),
                            "--budget", str(BUDGET_S)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=BUDGET_S + 90)
@@ -55,7 +56,7 @@ def test_smoke_run_writes_every_figure_with_the_device_name(tmp_path):
 def test_a_budget_too_small_skips_every_benchmark_and_says_why(tmp_path):
     """A benchmark that would start past the budget is recorded as skipped with the reason, never
     silently missing, and the summary is still written."""
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = {**os.environ, "XLA_FLAGS": xla_flags()}
     proc = subprocess.run(["bash", "bench/device_suite.sh", "--smoke", "--out", str(tmp_path), "--budget", "5"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]

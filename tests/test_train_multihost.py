@@ -23,6 +23,7 @@ import jax
 import numpy as np
 import pytest
 from test_data_common import synth_corpus, tokenize_cmd, tokenized_synth
+from xla_flags import xla_flags
 
 from data_pipelines import records
 from magnet_jax.config_loader import load_config
@@ -45,7 +46,7 @@ def run_two_processes(argv: list[str], logs: Path, cache: Path) -> list[str]:
     to files, not pipes: a full pipe would stall one process mid-collective."""
     port = _free_port()
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS} --xla_backend_optimization_level=0",
+               XLA_FLAGS=xla_flags(devices=DEVICES_PER_PROCESS),
                JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     logs.mkdir(parents=True, exist_ok=True)
