@@ -173,7 +173,7 @@ def export_melody(vae: str | Path, semantic_lm_workdir: str | Path, dpd_workdir:
     ``melody.latent_scale`` and crop length become the folder's ``latent_scale`` and
     ``window_seconds``). The parts are checked against each other by ``MeLoDy`` before writing."""
     from magnet_jax.lm.convert import build_lm
-    from magnet_jax.melody.dpd import DPD, DPDConfig
+    from magnet_jax.melody.dpd import DPD, dpd_config_from_json
     from magnet_jax.models.loading import conditioner_from_projection
     from magnet_jax.models.melody import MeLoDy
     from magnet_jax.text.conditioner import TextSettings
@@ -187,7 +187,7 @@ def export_melody(vae: str | Path, semantic_lm_workdir: str | Path, dpd_workdir:
     lm = build_lm(lm_cfg.replace(compute_dtype="float32"), params["lm"])
     dpd_json, dpd_params, dpd_step = restore_run_params(dpd_workdir, "dpd", "`magnet-jax train-dpd`", None,
                                                         lambda state: state["params"])
-    dpd_cfg = DPDConfig(**dpd_json["dpd"])
+    dpd_cfg = dpd_config_from_json(dpd_json["dpd"])
     dpd = nnx.eval_shape(lambda: DPD(dpd_cfg, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(dpd)
     nnx.replace_by_pure_dict(state, jax.tree.map(jax.numpy.asarray, dpd_params))

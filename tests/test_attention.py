@@ -88,3 +88,34 @@ def test_unknown_or_unavailable_attention_impl_is_a_clear_error():
         from flax import nnx
         with pytest.raises(ValueError, match="needs an NVIDIA GPU"):
             SelfAttention(8, 2, depth=None, rngs=nnx.Rngs(0), impl="cudnn")
+
+
+def test_cross_attention_rope_places_keys_at_the_centres_of_their_frames():
+    """Hand-computed: head dim 2 (RoPE frequency 1), q = k = (1, 0), so the score of query t and
+    key j is cos(t - r_j) / sqrt(2) with r_j = (j + 1/2) T / S - 1/2, the centre of the frames key
+    j covers (T = 6 queries, S = 2 keys: r = 1, 4). Values are the keys' own numbers; the output
+    is their softmax-weighted mean, computed here in float64 numpy."""
+    from flax import nnx
+    from magnet_jax.modules.attention import CrossAttention, Rope
+    attn = CrossAttention(2, 1, depth=None, rngs=nnx.Rngs(0), rope=Rope())
+    attn.q_proj[...] = jnp.eye(2)[:, None, :]                             # q = x
+    kv = np.zeros((2, 2, 1, 2), np.float32)
+    kv[0, 0, 0, 0] = 1.0                                                  # k = (c0, 0)
+    kv[1, 1, 0, 0] = 1.0                                                  # v = (c1, 0)
+    attn.kv_proj[...] = jnp.asarray(kv)
+    attn.out_proj[...] = jnp.eye(2)[None]
+    T, values = 6, np.array([2.0, -3.0])
+    x = jnp.zeros((1, T, 2)).at[..., 0].set(1.0)
+    cond = jnp.asarray(np.stack([np.ones(2), values], -1)[None], jnp.float32)      # [1, S=2, 2]
+    with jax.default_matmul_precision("highest"):
+        got = np.asarray(attn(x, attn.project_kv(cond)))[0]
+    r = np.array([1.0, 4.0])
+    s = np.cos(np.arange(T)[:, None] - r[None]) / math.sqrt(2)
+    w = np.exp(s) / np.exp(s).sum(-1, keepdims=True)
+    np.testing.assert_allclose(got[:, 0], w @ values, atol=1e-5)
+    np.testing.assert_allclose(got[:, 1], 0.0, atol=1e-6)
+    # without rope every query sees the same scores: the plain mean of the values
+    plain = CrossAttention(2, 1, depth=None, rngs=nnx.Rngs(0))
+    for name in ("q_proj", "kv_proj", "out_proj"):
+        getattr(plain, name)[...] = getattr(attn, name)[...]
+    np.testing.assert_allclose(np.asarray(plain(x, plain.project_kv(cond)))[0, :, 0], values.mean(), atol=1e-5)

@@ -98,6 +98,14 @@ def test_an_interrupted_run_resumes_bit_identical(parts, tmp_path):
     other["dpd"] = dataclasses.replace(other["dpd"], dim=32)
     with pytest.raises(ValueError, match="dpd"):
         train_dpd(other, tmp_path / "resumed")
+    # a run begun before DPDConfig.conditioning existed added its tokens: resuming it with the new
+    # default (cross-attention) is refused by name, not restored into the wrong network
+    path = tmp_path / "resumed" / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["dpd"]["conditioning"]
+    path.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="conditioning: None -> cross"):
+        train_dpd(config(parts, steps=6, log_every=3, checkpoint_every=3), tmp_path / "resumed")
 
 
 @pytest.mark.parametrize("override,message", [

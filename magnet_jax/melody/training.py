@@ -35,7 +35,7 @@ from flax import nnx
 
 from magnet_jax.codec.training.config import CodecDataConfig
 from magnet_jax.config_loader import check_sections
-from magnet_jax.melody.dpd import DPD, DPDConfig
+from magnet_jax.melody.dpd import DPD, DPDConfig, LEGACY_DEFAULTS
 from magnet_jax.melody.objective import velocity_loss
 from magnet_jax.train.config import MeshConfig, TrainConfig, check_schedule
 from magnet_jax.train.optim import OptimConfig, make_optimizer
@@ -182,7 +182,9 @@ def train_dpd(config: dict, workdir: str | Path, on_step: Callable[[int], None] 
     tc, dc = config["train"], config["data"]
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
-    check_or_write_run_config(workdir, to_json(config), ("dpd", "melody", "optim"), field_defaults(config))
+    defaults = field_defaults(config)
+    defaults["dpd"].update(LEGACY_DEFAULTS)           # a run from before a field existed meant this
+    check_or_write_run_config(workdir, to_json(config), ("dpd", "melody", "optim"), defaults)
     mesh = make_run_mesh(config["mesh"])
     trainer = build_trainer(config, mesh)
     files = D.split_files(dc.dir, dc.valid_percent)["train"]

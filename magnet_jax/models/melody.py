@@ -42,7 +42,7 @@ from flax import nnx
 from magnet_jax.codec.encodec import Encodec
 from magnet_jax.lm.ar_sampler import ARSamplerConfig, MusicGenSampler
 from magnet_jax.lm.musicgen import MusicGenLM
-from magnet_jax.melody.dpd import DPD, DPDConfig
+from magnet_jax.melody.dpd import DPD, DPDConfig, dpd_config_from_json
 from magnet_jax.melody.sampler import DiffusionSampler, DiffusionSamplerConfig
 from magnet_jax.melody.semantic_lm import generate_semantic_tokens
 from magnet_jax.models.errors import PipelineError
@@ -275,7 +275,7 @@ class MeLoDy:
                                 f"load it with magnet_jax.models.load_model")
         lm = _load_lm(folder, compute_dtype)
         _, codec = load_converted_codec(folder, verify=False)
-        dpd_cfg = DPDConfig(**meta["dpd"])
+        dpd_cfg = dpd_config_from_json(meta["dpd"])
         abstract = nnx.eval_shape(lambda: DPD(dpd_cfg, rngs=nnx.Rngs(0)))
         graphdef, state = nnx.split(abstract)
         nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, _restore(folder / "dpd")))

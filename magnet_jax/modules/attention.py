@@ -10,6 +10,7 @@ not once per decoding step.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -179,12 +180,18 @@ class CrossAttention(nnx.Module):
     padded the text. ``lengths`` [B] (ours, for serving batches of unrelated requests) gives each
     row its own count of valid keys; keys at or past it get -inf, so a row attends to exactly the
     keys it has when it is tokenized alone (padded to its own length).
+
+    ``rope`` (ours, for MeLoDy's DPD, whose condition is a sequence in time, not a caption): the T
+    queries and the S keys are rotated as if on one time axis, the queries at 0..T-1 and key j at
+    the centre of the j-th of S equal parts of that span, (j + 1/2) T / S - 1/2, so attention
+    sees how far a key is from a query whatever the two rates.
     """
 
-    def __init__(self, dim: int, num_heads: int, *, depth: int | None, rngs: nnx.Rngs, impl: str = "einsum"):
+    def __init__(self, dim: int, num_heads: int, *, depth: int | None, rngs: nnx.Rngs, impl: str = "einsum",
+                 rope: Rope | None = None):
         check_attention_impl(impl)
         head_dim = dim // num_heads
-        self.impl = impl
+        self.impl, self.rope = impl, rope
         bound = 1.0 / math.sqrt(dim)
         self.q_proj = param(rngs, uniform(bound), (dim, num_heads, head_dim), ("embed", "heads", "kv"))
         self.kv_proj = param(rngs, uniform(bound), (dim, 2, num_heads, head_dim),
@@ -198,6 +205,12 @@ class CrossAttention(nnx.Module):
 
     def __call__(self, x: jax.Array, kv: jax.Array, lengths: jax.Array | None = None) -> jax.Array:
         q = jnp.einsum("btd,dhk->bthk", x, self.q_proj[...].astype(x.dtype))
+        k = kv[0].astype(x.dtype)
+        if self.rope is not None:
+            step = x.shape[1] / kv.shape[2]
+            rotate = functools.partial(rotary_embedding, max_period=self.rope.max_period, scale=self.rope.scale,
+                                       frequencies=self.rope.frequencies)
+            q, k = rotate(q), rotate(k, offset=(step - 1.0) / 2.0, step=step)
         bias = None if lengths is None else key_padding_bias(lengths, kv.shape[2])
-        out = dot_product_attention(q, kv[0].astype(x.dtype), kv[1].astype(x.dtype), bias, self.impl)
+        out = dot_product_attention(q, k, kv[1].astype(x.dtype), bias, self.impl)
         return jnp.einsum("bthk,hkd->btd", out, self.out_proj[...].astype(x.dtype))

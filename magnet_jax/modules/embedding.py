@@ -48,9 +48,12 @@ def rope_frequencies(head_dim: int, max_period: float = 10_000.0) -> np.ndarray:
 
 
 def rotary_embedding(x: jax.Array, max_period: float = 10_000.0, scale: float = 1.0,
-                     frequencies: Sequence[float] | None = None, offset: int | jax.Array = 0) -> jax.Array:
-    """Rotate queries or keys x [B, T, H, Dh] by their positions offset..offset+T-1 (computed in
-    float32, returned in x's dtype; ``offset``: a decoding step's position, with a KV cache).
+                     frequencies: Sequence[float] | None = None, offset: int | float | jax.Array = 0,
+                     step: float = 1.0) -> jax.Array:
+    """Rotate queries or keys x [B, T, H, Dh] by their positions offset + step * (0..T-1) (computed
+    in float32, returned in x's dtype; ``offset``: a decoding step's position, with a KV cache;
+    ``step`` != 1: a sequence at another rate placed on the same time axis, as MeLoDy's DPD places
+    semantic tokens among latent frames).
     ``frequencies``: the Dh/2 pair frequencies as a checkpoint saved them (an fp16 export rounds
     them, and audiocraft rotates with the rounded values); None computes them from ``max_period``."""
     B, T, H, Dh = x.shape
@@ -59,7 +62,7 @@ def rotary_embedding(x: jax.Array, max_period: float = 10_000.0, scale: float = 
     if frequencies is None:
         frequencies = rope_frequencies(Dh, max_period)
     freqs = jnp.asarray(np.asarray(frequencies, np.float64), jnp.float32)
-    positions = (jnp.arange(T) + offset).astype(jnp.float32)
+    positions = jnp.arange(T, dtype=jnp.float32) * step + jnp.asarray(offset, jnp.float32)
     angles = positions[:, None] * freqs                                          # [T, Dh/2]
     cos = scale * jnp.cos(angles)[None, :, None] + (1.0 - scale)
     sin = scale * jnp.sin(angles)[None, :, None]
