@@ -1,5 +1,5 @@
 """``magnet-jax generate`` and ``magnet-jax convert``: text to WAV files with a released MAGNeT or
-MusicGen (the family read from the checkpoint's xp.cfg).
+MusicGen (the family read from the checkpoint's xp.cfg), or a MeLoDy folder.
 
     magnet-jax generate --model facebook/magnet-small-10secs --prompt "80s synth pop" "calm piano" --out out/
     magnet-jax generate --model facebook/musicgen-small --prompt "80s synth pop" --duration 45 --out out/
@@ -7,6 +7,7 @@ MusicGen (the family read from the checkpoint's xp.cfg).
     magnet-jax generate --model DIR --prompt "add drums" --continue-from intro.wav --out out/
     magnet-jax generate --model facebook/magnet-small-10secs --rescorer facebook/musicgen-small --prompt "..." --out out/
     magnet-jax generate --model facebook/magnet-small-10secs --hybrid-prefix 3 --ar-model facebook/musicgen-small ...
+    magnet-jax generate --model melody-tiny --prompt "a piano melody in C major with drums" --out out/
     magnet-jax convert --model facebook/magnet-small-10secs --out magnet-small-jax/
 
 ``generate`` writes one WAV (16-bit PCM) and one spectrogram PNG per prompt, ``tokens.npy`` (all
@@ -91,9 +92,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _model_args(p: argparse.ArgumentParser, cache: bool = True, verify: bool = True) -> None:
     p.add_argument("--model", help="a released name (facebook/magnet-small-10secs, ...), a folder with "
-                                   "state_dict.bin + compression_state_dict.bin, or a converted / exported "
-                                   "folder (default for generate: the small model shipped with magnet-jax, "
-                                   "trained on the synthetic corpus)")
+                                   "state_dict.bin + compression_state_dict.bin, a converted / exported "
+                                   "folder, or melody-tiny (the MeLoDy shipped with magnet-jax) (default for "
+                                   "generate: the small MAGNeT shipped with magnet-jax, trained on the synthetic corpus)")
     p.add_argument("--text-encoder", metavar="DIR", help="local T5 folder, when xp.cfg's T5 cannot be fetched")
     p.add_argument("--codec", metavar="DIR", help="local EncodecModel folder, for a codec that redirects to the hub")
     if cache:

@@ -7,6 +7,10 @@
 #
 #   bash scripts/train_melody_tiny.sh                  # everything under runs/melody
 #   RUNS=/tmp/runs CORPUS=/data/lm_corpus bash scripts/train_melody_tiny.sh
+#   VAE=codec DPD=dpd bash scripts/train_melody_tiny.sh    # the SEANet VAE instead (loses the timbre)
+#
+# The VAE is the phase-blind one (configs/melody_tiny.py:codec_osc, the shipped MAGNeT's codec under
+# a Gaussian bottleneck), as in the shipped MeLoDy: the SEANet VAE loses the instrument (docs/melody.md).
 #
 # 1. the corpus (reused when CORPUS holds one), 2. the VAE-GAN (train-codec, bottleneck=vae) and its
 # reconstruction report (chroma cosine), 3. the semantic tokenizer (k-means over log-mel + chroma)
@@ -16,12 +20,14 @@
 set -euo pipefail
 RUNS=${RUNS:-runs/melody}
 CORPUS=${CORPUS:-runs/lm_corpus}
+VAE=${VAE:-codec_osc}
+DPD=${DPD:-dpd_osc}
 TOKENS=$RUNS/semantic_tokens/magnet_tokens/1.0.0
 
 if [ ! -f "$CORPUS/musiccaps.csv" ]; then
     magnet-jax synth-corpus --out "$CORPUS" --clips 1500 --sample-rate 16000 --seed 1 --exclude-heldout --workers 2 --no-progress
 fi
-magnet-jax train-codec --config configs/melody_tiny.py:codec --workdir "$RUNS/vae" data.dir="$CORPUS"
+magnet-jax train-codec --config configs/melody_tiny.py:$VAE --workdir "$RUNS/vae" data.dir="$CORPUS"
 magnet-jax eval-codec --workdir "$RUNS/vae" --out "$RUNS/vae/eval" --clips 30
 
 [ -f "$RUNS/semantic.npz" ] || magnet-jax fit-semantic "$CORPUS" --out "$RUNS/semantic.npz" --num-tokens 32
@@ -40,7 +46,7 @@ print(f"{float(np.std(np.asarray(codec.encode_moments(jnp.asarray(wav))[0]))):.4
 EOF
 )
 echo "VAE latent std: $SCALE"
-magnet-jax train-dpd --config configs/melody_tiny.py:dpd --workdir "$RUNS/dpd" \
+magnet-jax train-dpd --config configs/melody_tiny.py:$DPD --workdir "$RUNS/dpd" \
     melody.vae="$RUNS/vae" melody.semantic_tokenizer="$RUNS/semantic.npz" melody.latent_scale="$SCALE" \
     data.dir="$CORPUS"
 

@@ -170,8 +170,11 @@ def test_missing_names_and_files_are_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "DEFAULT_MODEL", None)          # as if the shipped folder were gone
     with pytest.raises(ModelNotFoundError, match="no model given and the default model is missing"):
         MAGNeT.from_pretrained(None)
-    with pytest.raises(ModelNotFoundError, match="unknown model 'facebook/magnet-large'.*magnet-small-10secs"):
+    with pytest.raises(ModelNotFoundError, match="unknown model 'facebook/magnet-large'.*magnet-small-10secs.*melody-tiny"):
         MAGNeT.from_pretrained("facebook/magnet-large")
+    monkeypatch.setitem(sources.SHIPPED_MODELS, "melody-tiny", tmp_path / "not_installed")
+    with pytest.raises(ModelNotFoundError, match="'melody-tiny' ships inside magnet-jax at .*not_installed, which is missing"):
+        locate("melody-tiny")
     import huggingface_hub.constants
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty_hub_cache"))
     with pytest.raises(ModelNotFoundError, match="could not get state_dict.bin of facebook/magnet-small-10secs"):

@@ -36,6 +36,10 @@ KNOWN_MODELS: dict[str, str] = {
 # inside the package (magnet_jax/assets/default_model, see its MODEL_CARD.md), when present.
 DEFAULT_MODEL_DIR = Path(__file__).parents[1] / "assets" / "default_model"
 DEFAULT_MODEL: str | None = str(DEFAULT_MODEL_DIR) if (DEFAULT_MODEL_DIR / "magnet.json").is_file() else None
+# Models trained here that ship inside the package, by the name --model / load_model take.
+SHIPPED_MODELS: dict[str, Path] = {
+    "melody-tiny": Path(__file__).parents[1] / "assets" / "default_melody",   # MeLoDy, docs/melody.md
+}
 MINILM = "minilm"               # magnet.json's text encoder name for all-MiniLM-L6-v2
 
 LM_FILE = "state_dict.bin"
@@ -55,7 +59,7 @@ class CheckpointFiles:
 
 # -- finding the files ----------------------------------------------------------------------------
 def known_models_text() -> str:
-    return ", ".join(KNOWN_MODELS)
+    return ", ".join([*KNOWN_MODELS, *SHIPPED_MODELS])
 
 
 def no_model_message() -> str:
@@ -82,10 +86,21 @@ def locate(name_or_path: str | os.PathLike) -> CheckpointFiles | Path:
     if path.exists():
         raise ModelNotFoundError(f"{path} is a file; pass the folder that holds {LM_FILE} and {CODEC_FILE}")
     name = str(name_or_path)
+    if name in SHIPPED_MODELS:
+        return _shipped(name)
     if name not in KNOWN_MODELS:
         raise ModelNotFoundError(f"unknown model {name!r}: not a folder here and not a released "
                                  f"MAGNeT checkpoint ({known_models_text()})")
     return CheckpointFiles(_hub_file(name, LM_FILE), _hub_file(name, CODEC_FILE), name)
+
+
+def _shipped(name: str) -> Path:
+    """The packaged folder of a model trained here (``SHIPPED_MODELS``)."""
+    folder = SHIPPED_MODELS[name]
+    if not (folder / META_FILE).is_file():
+        raise ModelNotFoundError(f"{name!r} ships inside magnet-jax at {folder}, which is missing or incomplete: "
+                                 "reinstall magnet-jax, or rebuild it with its recipe (its MODEL_CARD.md names it)")
+    return folder
 
 
 def _hub_file(repo: str, filename: str) -> Path:
