@@ -66,7 +66,7 @@ def phase_blind_vae_config() -> dict:
     bottleneck, 16-dim latent. Why: the SEANet VAE reads the waveform and its decoder writes one,
     and on 30 held-out clips its reconstructions keep the pitch (chroma cosine 0.954) but lose the
     timbre (``eval-codec``: instrument heard on 23 %, nearly all come back as a sawtooth lead), so a
-    MeLoDy on it cannot follow "piano" or "strings". The phase-blind decoder keeps it (instrument
+    MeLoDy on it cannot follow "organ" or "plucked string". The phase-blind decoder keeps it (instrument
     90 %, chroma 0.938 at latent 16; 0.885 at latent 8)."""
     config = codec_oscillators_config()
     config["codec"] = config["codec"].replace(bottleneck="vae", latent_dim=PHASE_BLIND_LATENT)

@@ -7,7 +7,7 @@ MusicGen (the family read from the checkpoint's xp.cfg), or a MeLoDy folder.
     magnet-jax generate --model DIR --prompt "add drums" --continue-from intro.wav --out out/
     magnet-jax generate --model facebook/magnet-small-10secs --rescorer facebook/musicgen-small --prompt "..." --out out/
     magnet-jax generate --model facebook/magnet-small-10secs --hybrid-prefix 3 --ar-model facebook/musicgen-small ...
-    magnet-jax generate --model melody-tiny --prompt "a piano melody in C major with drums" --out out/
+    magnet-jax generate --model melody-tiny --prompt "a plucked string melody in C major with drums" --out out/
     magnet-jax convert --model facebook/magnet-small-10secs --out magnet-small-jax/
 
 ``generate`` writes one WAV (16-bit PCM) and one spectrogram PNG per prompt, ``tokens.npy`` (all

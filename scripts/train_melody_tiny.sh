@@ -16,7 +16,7 @@
 # reconstruction report (chroma cosine), 3. the semantic tokenizer (k-means over log-mel + chroma)
 # and the semantic tokens with MiniLM text states, 4. the semantic LM, 5. the std of the VAE's
 # latents (the DPD diffuses latents / std), 6. the DPD, 7. the model folder, 8. the comparison
-# with the shipped MAGNeT (seeds 0-2: comparison.md / .json / .png).
+# with the shipped MAGNeT (seeds 0-2: comparison.md / .json / .png), 9. the model card.
 set -euo pipefail
 RUNS=${RUNS:-runs/melody}
 CORPUS=${CORPUS:-runs/lm_corpus}
@@ -53,3 +53,5 @@ magnet-jax train-dpd --config configs/melody_tiny.py:$DPD --workdir "$RUNS/dpd" 
 magnet-jax export-melody --vae "$RUNS/vae" --semantic-lm-workdir "$RUNS/semantic_lm" --dpd-workdir "$RUNS/dpd" \
     --out "$RUNS/model"
 python scripts/compare_melody_magnet.py --melody "$RUNS/model" --out "$RUNS/compare"
+python scripts/model_card.py --model "$RUNS/model" --runs "$RUNS"
+# shipping it (what melody-tiny is): cp -r "$RUNS/model" magnet_jax/assets/default_melody

@@ -23,6 +23,19 @@ def test_codec_variant_is_a_valid_train_codec_config():
         load_config("configs/melody_tiny.py:nope")
 
 
+def test_phase_blind_variants_pair_the_oscillator_vae_with_a_dpd_of_its_width():
+    """codec_osc is configs/codec_oscillators.py (its encoder, decoder, losses and frame rate) under
+    the Gaussian bottleneck, and dpd_osc diffuses latents of exactly that width: a DPD of another
+    width could not be trained on that VAE (train-dpd refuses the pair)."""
+    vae = check_config(load_config("configs/melody_tiny.py:codec_osc"))
+    osc = load_config("configs/codec_oscillators.py")
+    assert vae["codec"].replace(bottleneck="rvq", latent_dim=0) == osc["codec"]
+    assert vae["codec"].bottleneck == "vae" and vae["losses"].kl == 0.01
+    assert dataclasses.replace(vae["losses"], kl=osc["losses"].kl) == osc["losses"]
+    assert load_config("configs/melody_tiny.py:dpd_osc")["dpd"].latent_dim == vae["codec"].vae_latent_dim == 16
+    assert vae["codec"].frame_rate == load_config("configs/melody_tiny.py")["codec"].frame_rate   # same DPD crops
+
+
 def test_pipeline_generates_and_extends_chunk_by_chunk():
     cfg = load_config("configs/melody_tiny.py")
     codec_cfg = cfg["codec"].replace(n_filters=2, ratios=(2, 2), lstm=0, sample_rate=1000)   # fast to build
