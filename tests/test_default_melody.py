@@ -72,6 +72,6 @@ def test_its_vae_keeps_pitch_and_instrument():
     audio = np.stack([render_clip(a, 4.0, sr, np.random.default_rng(10 + i)) for i, a in enumerate(attrs)])
     recon = np.asarray(model.reconstruct(audio[:, None].astype(np.float32)))[:, 0]
     assert recon.shape == audio.shape
-    assert np.mean([chroma_cosine(a, r, sr) for a, r in zip(audio, recon)]) > 0.85
+    assert np.mean([chroma_cosine(a, r, sr) for a, r in zip(audio, recon)]) > 0.9      # the line
     heard = [h.instrument for h in analyse_batch(list(recon), sr)]
     assert sum(h == a.instrument for h, a in zip(heard, attrs)) >= 4, list(zip(heard, INSTRUMENTS))
