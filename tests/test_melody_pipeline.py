@@ -1,5 +1,6 @@
 """configs/melody_tiny.py and the MeLoDy pipeline (magnet_jax.models.melody) on random weights."""
 import dataclasses
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +35,45 @@ def test_phase_blind_variants_pair_the_oscillator_vae_with_a_dpd_of_its_width():
     assert dataclasses.replace(vae["losses"], kl=osc["losses"].kl) == osc["losses"]
     assert load_config("configs/melody_tiny.py:dpd_osc")["dpd"].latent_dim == vae["codec"].vae_latent_dim == 16
     assert vae["codec"].frame_rate == load_config("configs/melody_tiny.py")["codec"].frame_rate   # same DPD crops
+
+
+def _param_millions(build) -> float:
+    """Parameter count of a module built abstractly (nnx.eval_shape: no weights allocated)."""
+    state = nnx.state(nnx.eval_shape(build), nnx.Param)
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state)) / 1e6
+
+
+def test_paper_sized_recipe_has_the_papers_shapes_and_passes_each_verbs_checks():
+    """configs/melody_paper.py against MeLoDy's section 5.1 figures (as its docstring cites them):
+    250 Hz latents 16 wide from 24 kHz audio, 1024 semantic tokens at 25 Hz, a semantic LM of
+    429.5M parameters (within 3 %), a DPD of width 768 and 8 blocks with segments of 64 and
+    M = 4; every variant passes the checks its verb runs, and the DPD's training crop gives
+    whole chunks and segments of the VAE's frames (train-dpd's own shape check)."""
+    from magnet_jax.codec.training.config import check_config as check_codec
+    from magnet_jax.melody.training import check_config as check_dpd, check_shapes
+    from magnet_jax.train.config import check_config as check_train
+
+    cfg = load_config("configs/melody_paper.py")
+    codec, dpd, lm = cfg["codec"], cfg["dpd"], cfg["semantic_lm"]
+    assert (codec.sample_rate, codec.frame_rate, codec.vae_latent_dim) == (24000, 250, 16)
+    assert (lm.card, lm.frame_rate, dpd.semantic_vocab) == (1024, 25, 1024)
+    assert (dpd.dim, dpd.num_blocks, dpd.segment_length, dpd.num_chunks, dpd.cond_dropout) == (768, 8, 64, 4, 0.1)
+    assert cfg["diffusion"].cfg_scale == 2.5
+    assert abs(_param_millions(lambda: semantic_lm(lm, rngs=nnx.Rngs(0))) / 429.5 - 1) < 0.03
+    assert cfg["tokenizer"]["sample_rate"] / cfg["tokenizer"]["hop_length"] == lm.frame_rate
+
+    check_codec(load_config("configs/melody_paper.py:codec"))
+    run = load_config("configs/melody_paper.py:semantic_lm")
+    check_train(run)
+    assert run["lm"] == lm.replace(compute_dtype="bfloat16")
+    run = load_config("configs/melody_paper.py:dpd")
+    run["melody"] = dataclasses.replace(run["melody"], vae="runs/vae", semantic_tokenizer="runs/semantic.npz")
+    check_dpd(run)
+    assert run["dpd"] == dpd
+    # train-dpd's shape check reads only the VAE's config and the tokenizer's vocabulary
+    check_shapes(dpd, SimpleNamespace(cfg=codec), SimpleNamespace(num_tokens=1024), run["data"].segment_duration)
+    with pytest.raises(ValueError, match="unknown variant"):
+        load_config("configs/melody_paper.py:nope")
 
 
 def test_pipeline_generates_and_extends_chunk_by_chunk():
