@@ -38,6 +38,15 @@ def test_generate_with_melody_tiny_offline_and_without_torch(tmp_path):
     assert json.loads((tmp_path / "generate.json").read_text())["model_family"] == "MeLoDy"
 
 
+def test_serve_refuses_it_in_one_line(capsys):
+    """serve batches MAGNeT's sampler only; a MeLoDy is refused by name (it once failed with an
+    AttributeError from setting MAGNeT's sampler parameters on it)."""
+    from magnet_jax.cli import main
+    assert main(["serve", "--model", "melody-tiny", "--port", "0"]) != 0
+    err = capsys.readouterr().err
+    assert "serve runs MAGNeT models; this checkpoint is a MeLoDy" in err and "AttributeError" not in err
+
+
 def test_its_vae_keeps_pitch_and_instrument():
     """Five rendered clips, one per instrument, through the shipped VAE (encode, then decode the
     posterior mean): the pitch classes survive (chroma cosine; the card's held-out figure is about

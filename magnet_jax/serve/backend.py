@@ -62,7 +62,8 @@ class MagnetBackend:
 
     def __init__(self, model: MAGNeT, max_prompt_tokens: int | None = None):
         if not isinstance(model, MAGNeT):
-            raise PipelineError(f"serve runs MAGNeT models; this checkpoint is a {type(model).__name__}")
+            raise PipelineError(f"serve runs MAGNeT models; this checkpoint is a {type(model).__name__}: "
+                                "generate with it through `magnet-jax generate --model ...` instead")
         if model.conditioner is None:
             raise PipelineError("this model has no text conditioner, so it cannot take prompts: serve a "
                                 "text-conditioned MAGNeT")

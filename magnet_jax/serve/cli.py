@@ -97,8 +97,8 @@ def run_serve(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model = load_model(args, compute_dtype=args.dtype)
     try:
+        backend = MagnetBackend(model, args.max_prompt_tokens)        # refuses other families by name
         model.set_generation_params(**sampler_params(args))
-        backend = MagnetBackend(model, args.max_prompt_tokens)
     except PipelineError as err:
         raise UserError(str(err)) from err
     _say(f"loaded {model.name} in {time.perf_counter() - t0:.1f} s; compiling batch sizes "
