@@ -56,7 +56,8 @@ def test_its_vae_keeps_pitch_and_instrument():
     from magnet_jax.eval.analysers import analyse_batch, chroma_cosine
     from magnet_jax.models.melody import MeLoDy
 
-    model = MeLoDy.load_converted(FOLDER)
+    model = MeLoDy.from_pretrained()              # melody-tiny
+    assert model.checkpoint_dir == FOLDER and model.name == "melody-tiny"
     sr = model.sample_rate
     attrs = [ClipAttributes(instrument=inst, drums=i % 2 == 0, tonic="E", mode="minor", bpm=110,
                             pattern=PATTERNS[i % 3], dynamics="medium", progression=(0, 5, 3, 4))

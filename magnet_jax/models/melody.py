@@ -261,6 +261,18 @@ class MeLoDy:
                                 extra={"dpd": nnx.to_pure_dict(nnx.state(self.dpd, nnx.Param))})
 
     @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike = "melody-tiny", *,
+                        text_encoder: str | os.PathLike | None = None, verify: bool = True,
+                        compute_dtype: str = "float32") -> "MeLoDy":
+        """The MeLoDy shipped with the package (``melody-tiny``, the default) or a MeLoDy folder
+        (``export-melody`` / ``MeLoDy.save``), as ``MAGNeT.from_pretrained`` names its models."""
+        from magnet_jax.models.conversion import converted_folder
+        model = cls.load_converted(converted_folder(name_or_path), text_encoder=text_encoder, verify=verify,
+                                   compute_dtype=compute_dtype)
+        model.name = str(name_or_path)
+        return model
+
+    @classmethod
     def load_converted(cls, folder: str | os.PathLike, *, text_encoder: str | os.PathLike | None = None,
                        verify: bool = True, compute_dtype: str = "float32", **_: object) -> "MeLoDy":
         """A MeLoDy model folder, checked against its manifest first (``verify``)."""
