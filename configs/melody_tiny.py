@@ -74,8 +74,9 @@ def phase_blind_vae_config() -> dict:
     return config
 
 
-def base_dpd(latent_dim: int = 8) -> DPDConfig:
-    return DPDConfig(latent_dim=latent_dim, dim=64, num_heads=4, ffn_dim=256, num_blocks=2, segment_length=5,
+def base_dpd(latent_dim: int | None = None) -> DPDConfig:
+    """The tiny DPD over latents ``latent_dim`` wide (default: the SEANet VAE's)."""
+    return DPDConfig(latent_dim=latent_dim or vae_codec().vae_latent_dim, dim=64, num_heads=4, ffn_dim=256, num_blocks=2, segment_length=5,
                      semantic_vocab=NUM_TOKENS, num_chunks=4, cond_dropout=0.1)
 
 
@@ -112,7 +113,7 @@ def get_config(variant: str = ""):
         return config
     if variant in ("dpd", "dpd_osc"):     # train-dpd: set melody.vae and melody.semantic_tokenizer
         return {
-            "dpd": base_dpd(PHASE_BLIND_LATENT if variant == "dpd_osc" else 8),
+            "dpd": base_dpd(PHASE_BLIND_LATENT if variant == "dpd_osc" else None),
             "melody": MelodyPartsConfig(latent_scale=1.0),
             "data": CodecDataConfig(dir="data/synth16k", segment_duration=1.6, valid_percent=0.0),
             "train": TrainConfig(steps=4000, batch_size=8, log_every=50, checkpoint_every=500, keep_checkpoints=2),
