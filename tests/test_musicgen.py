@@ -77,6 +77,40 @@ def test_kv_cache_decoding_gives_the_full_forward_logits(positional):
     np.testing.assert_allclose(np.concatenate(steps, axis=2), np.asarray(full), rtol=0, atol=1e-5)
 
 
+def _written_inside_loops(hlo: str) -> list[tuple[str, int]]:
+    """(name, elements) of every array an instruction writes inside a while loop's body, in an
+    optimised HLO text; views (bitcast, get-tuple-element) and in-place cache updates
+    (dynamic-update-slice) write nothing new and are left out."""
+    import re
+    bodies = set(re.findall(r" while\(.*?body=%([\w.\-]+)", hlo))
+    written = []
+    for name in bodies:
+        for line in hlo.split(f"\n%{name} ", 1)[1].split("\n}\n", 1)[0].splitlines():
+            m = re.match(r"\s*(?:ROOT )?%(\S+) = \w+\[([\d,]*)\]\{[^}]*\} ([\w-]+)\(", line)
+            if m and m.group(3) not in ("get-tuple-element", "bitcast", "constant", "parameter") \
+                    and "dynamic-update-slice" not in m.group(1):
+                written.append((m.group(1), int(np.prod([int(d) for d in m.group(2).split(",") if d]))))
+    return written
+
+
+def test_the_decoding_step_reads_the_weights_in_place():
+    """The compiled sampler's loop must not copy weights. Before ``DecodeWeights`` XLA:CPU copied
+    (and transposed) every layer's weights and the heads at every step, which made a step 3.6x
+    slower at dim 512 (bench/bench_latency.py). Checked on the optimised HLO, not timed: nothing
+    inside a loop writes an array as large as the smallest weight matrix."""
+    from flax import nnx
+    from magnet_jax.lm.ar_sampler import ARSamplerConfig, MusicGenSampler
+    cfg = MusicGenConfig(dim=96, num_heads=3, num_layers=3, ffn_dim=192, n_q=4, card=101, frame_rate=10,
+                         segment_duration=1.0)
+    sampler = MusicGenSampler(MusicGenLM(cfg, rngs=nnx.Rngs(0)))
+    fn = sampler._function(ARSamplerConfig(), 12, True)
+    hlo = fn.lower(sampler.state, jnp.zeros((1, 2, 96)), jnp.zeros((1, 4, 0), jnp.int32),
+                   jax.random.key(0)).compile().as_text()
+    smallest = 96 * 96                                # out_proj [H, Dh, D]; the others are larger
+    large = [(name, n) for name, n in _written_inside_loops(hlo) if n >= smallest]
+    assert not large, f"inside the decoding loop these write weight-sized arrays at every step: {large}"
+
+
 @pytest.fixture(scope="module")
 def mono(tmp_path_factory):
     reference.require("audiocraft.models.musicgen")

@@ -30,6 +30,7 @@ from flax import nnx, struct
 from jax.sharding import Mesh
 
 from magnet_jax.lm.musicgen import MusicGenLM
+from magnet_jax.modules.transformer import KVCache
 from magnet_jax.lm.sampler import kth_largest, run_on_mesh, sample_from_weights, split_placed, top_p_threshold
 from magnet_jax.train import sharding
 
@@ -59,7 +60,7 @@ class ARSamplerConfig:
 class DecodeState:
     """What one decoding step hands the next."""
     sequence: jax.Array   # int32 [B, K, S]: the delay-pattern sequence, special where not written
-    cache: jax.Array      # [L, 2, R, S, H, Dh]: self-attention keys / values (R = 2B with CFG)
+    cache: KVCache        # per layer, self-attention keys and values [R, H, S, Dh] (R = 2B with CFG)
     logits: jax.Array     # float32 [B, K, card]: the guided logits of the next step
     key: jax.Array
 
@@ -103,9 +104,11 @@ def generate_sequence(model: MusicGenLM, cond: jax.Array | None, prompt: jax.Arr
     known = pattern.frame_of_step(steps) < P                      # prompt codes and the start step
     writable = jnp.asarray(pattern.valid(frames) & ~known)        # [K, S]
 
+    weights = model.decode_weights()          # sliced once, outside the loop
+
     def forward(columns, cache, position):
         both = jnp.concatenate([columns, columns]) if guided else columns
-        logits, cache = model.decode(both, cache, position, cross_kv)
+        logits, cache = model.decode(both, cache, position, cross_kv, weights)
         return _guide(logits, B, cfg.cfg_coef, guided), cache
 
     logits, cache = forward(sequence[..., :start], model.init_cache(rows, steps), 0)   # prefill

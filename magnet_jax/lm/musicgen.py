@@ -7,7 +7,8 @@ baseline MAGNeT is measured against, on the same modules as ``MagnetLM``.
     logits[:, k, s] = h[:, s] @ linears[k]                       (predicts step s + 1)
 
 The full forward (``__call__``) serves training and prompt prefill; ``decode`` runs a block of
-steps against a preallocated KV cache (``Transformer.decode``), which is what the compiled sampler
+steps against a preallocated KV cache (``Transformer.decode``) with the weights sliced once
+(``DecodeWeights``), which is what the compiled sampler
 (``magnet_jax.lm.ar_sampler``) calls once per step.
 """
 from __future__ import annotations
@@ -15,12 +16,14 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from magnet_jax.lm.config import TokenLMConfig
 from magnet_jax.lm.model import CodebookLM
 from magnet_jax.lm.pattern import DelayPattern
 from magnet_jax.modules.attention import causal_bias
+from magnet_jax.modules.transformer import KVCache, TransformerLayer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +45,19 @@ class MusicGenConfig(TokenLMConfig):
         return DelayPattern(self.delays)
 
 
+@dataclasses.dataclass(frozen=True)
+class DecodeWeights:
+    """Each layer as its own module and each head as its own [D, card] matrix.
+
+    Why: the compiled sampler runs one decoding step per loop iteration, and XLA:CPU did not
+    hoist slicing out of the loop. Scanning the stacked [L, ...] layer parameters, or reading
+    head k out of [K, D, card], made it copy (and for the packed q|k|v and the heads, transpose)
+    every weight at every step: 36 ms a step at dim 512 / 8 layers where the matmuls need 9
+    (bench/bench_latency.py). Sliced once before the loop, the step reads them in place."""
+    layers: list[TransformerLayer]
+    heads: tuple[jax.Array, ...]
+
+
 class MusicGenLM(CodebookLM):
     """Causal codebook LM over the delay pattern; parameters named as audiocraft's LMModel."""
     cfg: MusicGenConfig
@@ -55,17 +71,27 @@ class MusicGenLM(CodebookLM):
         x = self.transformer(self.embed(sequence), causal_bias(0, S, S), cross_kv, remat=remat)
         return self.out_norm(x)
 
-    def init_cache(self, batch: int, steps: int) -> jax.Array:
+    def init_cache(self, batch: int, steps: int) -> KVCache:
         return self.transformer.init_cache(batch, steps)
 
-    def decode(self, columns: jax.Array, cache: jax.Array, start: int | jax.Array,
-               cross_kv: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    def decode_weights(self) -> DecodeWeights:
+        """The parameters a decoding step reads, sliced out of their stacks: once per generation,
+        before the sampler's loop (see ``DecodeWeights``)."""
+        return DecodeWeights(self.transformer.unstack(), tuple(self.linears[...][k] for k in range(self.cfg.n_q)))
+
+    def decode(self, columns: jax.Array, cache: KVCache, start: int | jax.Array,
+               cross_kv: jax.Array | None, weights: DecodeWeights | None = None) -> tuple[jax.Array, KVCache]:
         """Pattern steps start..start+n-1 (``columns`` [B, K, n]) against the KV cache: logits
         [B, K, n, card] for the steps after each, and the updated cache. Rows past cross_kv's
-        batch are null-conditioned (the CFG half)."""
-        x = self.embed(columns, start, max_positions=cache.shape[3])
-        h, cache = self.transformer.decode(x, cache, start, cross_kv)
-        return self.all_logits(self.out_norm(h)), cache
+        batch are null-conditioned (the CFG half). ``weights``: ``decode_weights()``, taken once
+        outside a decoding loop (None takes them here)."""
+        weights = self.decode_weights() if weights is None else weights
+        x = self.embed(columns, start, max_positions=cache[0][0].shape[2])
+        h, cache = self.transformer.decode(x, cache, start, cross_kv, weights.layers)
+        h = self.out_norm(h)
+        logits = [jnp.einsum("btd,dc->btc", h, w.astype(h.dtype), preferred_element_type=jnp.float32)
+                  for w in weights.heads]
+        return jnp.stack(logits, axis=1), cache
 
 
 def build_musicgen(cfg: MusicGenConfig, seed: int = 0) -> MusicGenLM:

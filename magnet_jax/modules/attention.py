@@ -160,16 +160,35 @@ class SelfAttention(nnx.Module):
             out = dot_product_attention(q, k, v, bias, self.impl)
         return jnp.einsum("bthk,hkd->btd", out, self.out_proj[...].astype(x.dtype))
 
-    def decode(self, x: jax.Array, cache: jax.Array, start: int | jax.Array) -> tuple[jax.Array, jax.Array]:
+    def decode(self, x: jax.Array, cache: tuple[jax.Array, jax.Array], start: int | jax.Array
+               ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         """Causal self-attention of the n frames x [B, n, D] at positions start..start+n-1 over a KV
-        cache [2, B, S, H, Dh] holding the earlier frames: their keys / values are written into
-        the cache, and each frame attends to the cache up to itself. n = 1 is one decoding step;
-        a prompt is written in one call (a prefill)."""
-        q, k, v = self._qkv(x, start)
-        cache = jax.lax.dynamic_update_slice_in_dim(cache, jnp.stack([k, v]).astype(cache.dtype), start, axis=2)
-        bias = causal_bias(start, x.shape[1], cache.shape[2])
-        out = dot_product_attention(q, cache[0].astype(x.dtype), cache[1].astype(x.dtype), bias, self.impl)
-        return jnp.einsum("bthk,hkd->btd", out, self.out_proj[...].astype(x.dtype)), cache
+        cache (keys, values), each [B, H, S, Dh], holding the earlier frames: their keys / values
+        are written into it, and each frame attends to the cache up to itself. n = 1 is one
+        decoding step; a prompt is written in one call (a prefill).
+
+        Why its own products rather than ``dot_product_attention``: with the cache laid out heads
+        before positions and q|k|v projected with the frames first ("btd,dchk->btchk"), XLA:CPU
+        reads the cache and the packed projection in place; the [B, S, H, Dh] layout and the
+        training path's "cbthk" projection made it transpose the whole cache and the q|k|v weights
+        at every step. Same math as ``dot_product_attention``'s einsum path."""
+        qkv = jnp.einsum("btd,dchk->btchk", x, self.in_proj[...].astype(x.dtype))
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]           # [B, n, H, Dh]
+        if self.rope is not None:
+            q, k = (rotary_embedding(t, self.rope.max_period, self.rope.scale, self.rope.frequencies, start)
+                    for t in (q, k))
+        keys, values = (jax.lax.dynamic_update_slice_in_dim(c, t.transpose(0, 2, 1, 3).astype(c.dtype), start, axis=2)
+                        for c, t in zip(cache, (k, v)))
+        bias = causal_bias(start, x.shape[1], keys.shape[2])
+        if self.impl != "einsum":
+            out = dot_product_attention(q, keys.transpose(0, 2, 1, 3).astype(x.dtype),
+                                        values.transpose(0, 2, 1, 3).astype(x.dtype), bias, self.impl)
+        else:
+            q = q * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), q.dtype)
+            scores = jnp.einsum("bthd,bhsd->bhts", q, keys.astype(x.dtype), preferred_element_type=jnp.float32)
+            weights = jax.nn.softmax(scores + bias, axis=-1).astype(x.dtype)
+            out = jnp.einsum("bhts,bhsd->bthd", weights, values.astype(x.dtype))
+        return jnp.einsum("bthk,hkd->btd", out, self.out_proj[...].astype(x.dtype)), (keys, values)
 
 
 class CrossAttention(nnx.Module):

@@ -9,7 +9,9 @@ One layer (audiocraft's ``StreamingTransformerLayer`` with norm_first=True, no b
 
 The layers' parameters are stacked along a leading ``layers`` axis (created with ``nnx.vmap``)
 and applied with ``lax.scan``: compile time stays flat in depth, which matters for the 48-layer
-medium model inside a sampler that calls the transformer from four stages.
+medium model inside a sampler that calls the transformer from four stages. Decoding with a KV
+cache (MusicGen, one step at a time) is the exception: there the layers are unrolled, each with
+its own cache buffer (``Transformer.decode``).
 
 Cross-attention and CFG: the null condition is all-zero vectors, and attention has no biases, so
 its keys and values are zero and its cross-attention output is exactly zero. A batch whose last
@@ -97,9 +99,9 @@ class TransformerLayer(nnx.Module):
         x = x + self.self_attn(self.norm1(x), bias)
         return self._after_self_attention(x, cross_kv, cond_lengths)
 
-    def decode(self, x: jax.Array, cache: jax.Array, start: int | jax.Array,
-               cross_kv: jax.Array | None) -> tuple[jax.Array, jax.Array]:
-        """The layer on frames at start.. with a self-attention KV cache (causal models)."""
+    def decode(self, x: jax.Array, cache: tuple[jax.Array, jax.Array], start: int | jax.Array,
+               cross_kv: jax.Array | None) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """The layer on frames at start.. with its self-attention KV cache (causal models)."""
         h, cache = self.self_attn.decode(self.norm1(x), cache, start)
         return self._after_self_attention(x + h, cross_kv), cache
 
@@ -110,6 +112,9 @@ class TransformerLayer(nnx.Module):
             h = self.cross_attention(self.norm_cross(x[:n_cond]), cross_kv, cond_lengths)
             x = x + h if n_cond == x.shape[0] else x.at[:n_cond].add(h)
         return x + self.ffn(self.norm2(x))
+
+
+KVCache = tuple[tuple[jax.Array, jax.Array], ...]   # per layer: keys, values [B, H, S, Dh]
 
 
 class Transformer(nnx.Module):
@@ -147,20 +152,29 @@ class Transformer(nnx.Module):
         x, _ = jax.lax.scan(body, x, (state, cross_kv))
         return x
 
-    def init_cache(self, batch: int, length: int) -> jax.Array:
-        """An empty self-attention KV cache [L, 2, B, S, H, Dh] (compute dtype) for ``decode``."""
+    def init_cache(self, batch: int, length: int) -> KVCache:
+        """An empty self-attention KV cache (compute dtype) for ``decode``: per layer, keys and
+        values [B, H, S, Dh] (heads before positions: the layout the attention products read)."""
         cfg = self.cfg
-        return jnp.zeros((cfg.num_layers, 2, batch, length, cfg.num_heads, cfg.head_dim), cfg.dtype)
+        shape = (batch, cfg.num_heads, length, cfg.head_dim)
+        return tuple((jnp.zeros(shape, cfg.dtype), jnp.zeros(shape, cfg.dtype)) for _ in range(cfg.num_layers))
 
-    def decode(self, x: jax.Array, cache: jax.Array, start: int | jax.Array,
-               cross_kv: jax.Array | None) -> tuple[jax.Array, jax.Array]:
-        """Frames x [B, n, D] at positions start.. through every layer, reading and writing the KV
-        cache [L, 2, B, S, H, Dh]; the layers are scanned as in ``__call__``."""
+    def unstack(self) -> list[TransformerLayer]:
+        """The layers as separate modules, their parameters sliced out of the stack (for a
+        decoding loop: slice once, outside it; see ``MusicGenLM.decode_weights``)."""
         graphdef, state = nnx.split(self.layers)
+        return [nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], state)) for i in range(self.cfg.num_layers)]
 
-        def body(h, layer_inputs):
-            layer_state, layer_cache, kv = layer_inputs
-            h, layer_cache = nnx.merge(graphdef, layer_state).decode(h, layer_cache, start, kv)
-            return constrain(h, "batch", "length", "act_embed"), layer_cache
-
-        return jax.lax.scan(body, x, (state, cache, cross_kv))
+    def decode(self, x: jax.Array, cache: KVCache, start: int | jax.Array, cross_kv: jax.Array | None,
+               layers: list[TransformerLayer] | None = None) -> tuple[jax.Array, KVCache]:
+        """Frames x [B, n, D] at positions start.. through every layer, reading and writing the KV
+        cache (``init_cache``). The layers are a Python loop, not a scan: each layer's cache is
+        its own buffer, updated in place (a scan stacked them into a new [L, ...] array at every
+        step). ``layers``: ``unstack()``, taken once outside a decoding loop."""
+        layers = self.unstack() if layers is None else layers
+        out = []
+        for i, layer in enumerate(layers):
+            x, c = layer.decode(x, cache[i], start, None if cross_kv is None else cross_kv[i])
+            x = constrain(x, "batch", "length", "act_embed")
+            out.append(c)
+        return x, tuple(out)
