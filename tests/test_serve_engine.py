@@ -126,6 +126,37 @@ def test_a_full_batch_runs_without_waiting(started):
     assert result.tokens[:, 0].tolist() == [[7, i] for i in range(4)]
 
 
+def test_clients_that_come_back_after_a_batch_join_the_row_that_waited_through_it(started):
+    """Closed-loop clients resubmit just after their batch ends. A row that waited through that
+    batch must give them ``max_wait_ms`` from the batch's end to join it, not run alone at once:
+    counted from arrival only, 8 looping clients split into batches of 1 and 7 that took turns."""
+    gate = threading.Event()
+    backend = FakeBackend(gate=gate)
+    engine = started(backend, max_wait_ms=500)
+    returning = []
+
+    def come_back(_):                     # the first batch's clients send again 50 ms after it ends
+        def later():
+            time.sleep(0.05)
+            returning.extend(engine.submit(request(seed)) for seed in (21, 22))
+        threading.Thread(target=later).start()
+
+    first = engine.submit(request(1, prompts=4))          # a full batch: runs at once, held by the gate
+    first.add_done_callback(come_back)
+    time.sleep(0.3)
+    lone = engine.submit(request(20))                      # waits through the first batch
+    time.sleep(0.7)                                        # past its max_wait
+    gate.set()
+    first.result(TIMEOUT)
+    lone.result(TIMEOUT)
+    deadline = time.monotonic() + TIMEOUT
+    while len(returning) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for f in returning:
+        f.result(TIMEOUT)
+    assert [sorted({seed for seed, _ in rows}) for _, rows in backend.batches] == [[1], [20, 21, 22]]
+
+
 def test_a_big_request_spans_batches_in_prompt_order(started):
     backend = FakeBackend()
     engine = started(backend)

@@ -13,6 +13,13 @@ in the smallest compiled batch size that holds them; padding rows repeat the las
 are never returned. Rows that arrive while a batch runs are already encoded and queued, so the
 next batch is assembled while the current one runs.
 
+The wait is counted from the row's arrival or from the end of the last batch, whichever is later.
+Why: clients that loop (send, wait for the answer, send again) come back just after their batch
+ends. Counted from arrival only, a row that had waited through the batch ran at once and alone,
+and the clients split into two cohorts that took turns on the device (8 clients ran as batches
+of 1 and 7, bench/bench_serve.py); with the wait counted from the end of the batch, they regroup.
+A row in a quiet server (no batch just ended) waits at most ``max_wait_ms``, as before.
+
 Nothing here knows about HTTP: ``submit`` raises ``QueueFull`` (the app's 503) or the backend's
 ``RequestError`` (a 4xx), and returns a ``concurrent.futures.Future``; ``cancel`` drops a
 request's queued rows (a client that went away) without touching the batch it may be part of.
@@ -136,7 +143,8 @@ class Engine:
     """Queue, dynamic batching and the device loop over a ``Backend``.
 
     ``batch_sizes``: the compiled batch sizes (each compiled at ``start``); ``max_wait_ms``: how
-    long the oldest queued row waits for others before a partial batch runs; ``max_queue``: queued
+    long the oldest queued row waits for others before a partial batch runs (from its arrival or
+    the end of the last batch, whichever is later); ``max_queue``: queued
     prompts (rows not yet in a batch) beyond which ``submit`` raises ``QueueFull``;
     ``max_settings``: distinct sampler settings whose compiled programs are kept (least recently
     used dropped first; the defaults always stay); ``on_batch``: called with each ``BatchInfo``
@@ -166,6 +174,7 @@ class Engine:
         self._settings: collections.OrderedDict[Any, None] = collections.OrderedDict()
         self._batch_ids = itertools.count(1)
         self._batch_seconds = 1.0          # running mean, for Retry-After
+        self._free_since = -math.inf       # when the last batch ended (the device loop's clock)
         self._thread: threading.Thread | None = None
         self._stopping = False
 
@@ -245,6 +254,7 @@ class Engine:
             if batch is None:
                 return
             self._run(batch)
+            self._free_since = self._clock()
 
     def _take_batch(self) -> list[_Pending] | None:
         """Wait for the oldest row's batch to fill or its wait to run out; take its rows."""
@@ -257,7 +267,7 @@ class Engine:
                     continue
                 oldest = self._queue[0]
                 same = [p for p in self._queue if p.group == oldest.group][:self.max_batch]
-                left = oldest.arrived + self.max_wait - self._clock()
+                left = max(oldest.arrived, self._free_since) + self.max_wait - self._clock()
                 if len(same) == self.max_batch or left <= 0:
                     taken = set(map(id, same))
                     self._queue = [p for p in self._queue if id(p) not in taken]
