@@ -30,8 +30,8 @@ from flax import nnx, struct
 from jax.sharding import Mesh
 
 from magnet_jax.lm.musicgen import MusicGenLM
-from magnet_jax.modules.transformer import KVCache
 from magnet_jax.lm.sampler import kth_largest, run_on_mesh, sample_from_weights, split_placed, top_p_threshold
+from magnet_jax.modules.transformer import KVCache
 from magnet_jax.train import sharding
 
 

@@ -111,9 +111,10 @@ def check_attention_impl(impl: str) -> None:
                          "use 'xla' or 'einsum'")
 
 
-def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
-                          bias: jax.Array | None = None, impl: str = "einsum") -> jax.Array:
-    """softmax(q k^T / sqrt(Dh) + bias) v with q [B,T,H,Dh], k/v [B,S,H,Dh]; softmax in float32.
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None = None,
+                          impl: str = "einsum", kv_heads_first: bool = False) -> jax.Array:
+    """softmax(q k^T / sqrt(Dh) + bias) v with q [B,T,H,Dh], k/v [B,S,H,Dh] (or [B,H,S,Dh] with
+    ``kv_heads_first``: a KV cache's layout, see ``SelfAttention.decode``); softmax in float32.
 
     ``impl``: "einsum" is ours (q scaled before the product, as the reference does; the parity
     path and the default); "xla" and "cudnn" hand the same math to ``jax.nn.dot_product_attention``
@@ -121,14 +122,17 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array,
     float16). Why not always jax's: its XLA path scales the logits after the product, which is a
     rounding away from the reference, and it is no faster on CPU (bench/bench_train.py)."""
     if impl != "einsum":
+        if kv_heads_first:
+            k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
         return jax.nn.dot_product_attention(q, k, v, bias=None if bias is None else bias.astype(q.dtype),
                                             implementation=impl)
+    kv = "bhsd" if kv_heads_first else "bshd"
     q = q * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), q.dtype)
-    scores = jnp.einsum("bthd,bshd->bhts", q, k, preferred_element_type=jnp.float32)
+    scores = jnp.einsum(f"bthd,{kv}->bhts", q, k, preferred_element_type=jnp.float32)
     if bias is not None:
         scores = scores + bias
     weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhts,bshd->bthd", weights, v)
+    return jnp.einsum(f"bhts,{kv}->bthd", weights, v)
 
 
 class SelfAttention(nnx.Module):
@@ -167,11 +171,10 @@ class SelfAttention(nnx.Module):
         are written into it, and each frame attends to the cache up to itself. n = 1 is one
         decoding step; a prompt is written in one call (a prefill).
 
-        Why its own products rather than ``dot_product_attention``: with the cache laid out heads
-        before positions and q|k|v projected with the frames first ("btd,dchk->btchk"), XLA:CPU
-        reads the cache and the packed projection in place; the [B, S, H, Dh] layout and the
-        training path's "cbthk" projection made it transpose the whole cache and the q|k|v weights
-        at every step. Same math as ``dot_product_attention``'s einsum path."""
+        Why not ``_qkv`` and a [B, S, H, Dh] cache: with the cache laid out heads before positions
+        and q|k|v projected with the frames first ("btd,dchk->btchk"), XLA:CPU reads the cache and
+        the packed projection in place; the training path's layout and "cbthk" projection made it
+        transpose the whole cache and the q|k|v weights at every step."""
         qkv = jnp.einsum("btd,dchk->btchk", x, self.in_proj[...].astype(x.dtype))
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]           # [B, n, H, Dh]
         if self.rope is not None:
@@ -180,14 +183,8 @@ class SelfAttention(nnx.Module):
         keys, values = (jax.lax.dynamic_update_slice_in_dim(c, t.transpose(0, 2, 1, 3).astype(c.dtype), start, axis=2)
                         for c, t in zip(cache, (k, v)))
         bias = causal_bias(start, x.shape[1], keys.shape[2])
-        if self.impl != "einsum":
-            out = dot_product_attention(q, keys.transpose(0, 2, 1, 3).astype(x.dtype),
-                                        values.transpose(0, 2, 1, 3).astype(x.dtype), bias, self.impl)
-        else:
-            q = q * jnp.asarray(1.0 / math.sqrt(q.shape[-1]), q.dtype)
-            scores = jnp.einsum("bthd,bhsd->bhts", q, keys.astype(x.dtype), preferred_element_type=jnp.float32)
-            weights = jax.nn.softmax(scores + bias, axis=-1).astype(x.dtype)
-            out = jnp.einsum("bhts,bhsd->bthd", weights, values.astype(x.dtype))
+        out = dot_product_attention(q, keys.astype(x.dtype), values.astype(x.dtype), bias, self.impl,
+                                    kv_heads_first=True)
         return jnp.einsum("bthk,hkd->btd", out, self.out_proj[...].astype(x.dtype)), (keys, values)
 
 
